@@ -1,0 +1,70 @@
+"""End to end on the tiny synthetic dataset: train, evaluate (mAP, CorLoc), resume after a kill,
+two CPU processes."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from detectron2.utils.events import EventStorage
+
+from wsod_d2.engine import WSODTrainer
+
+from conftest import REPO, TINY_CONFIG, tiny_cfg, tiny_opts
+
+TINY_TRAIN = os.path.join(REPO, "tests", "tiny_train.py")
+
+
+def run_tiny_train(tiny_voc, output_dir, *args, opts=()):
+    env = dict(os.environ, TINYVOC_ROOT=tiny_voc[0], PYTHONPATH=os.path.join(REPO, "tests"))
+    cmd = [sys.executable, TINY_TRAIN, "--config-file", os.path.join(REPO, TINY_CONFIG), *args]
+    return subprocess.Popen(
+        cmd + tiny_opts(tiny_voc, str(output_dir), *opts),
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def test_train_then_evaluate(tiny_voc, tmp_path):
+    cfg = tiny_cfg(tiny_voc, tmp_path)
+    trainer = WSODTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert os.path.isfile(tmp_path / "model_final.pth")
+    with EventStorage():
+        results = WSODTrainer.test(cfg, trainer.model)
+    for name in cfg.DATASETS.TEST:
+        ap50 = results[name]["bbox"]["AP50"]
+        corloc = results[name]["corloc"]["CorLoc"]
+        assert 0.0 <= ap50 <= 100.0 and 0.0 <= corloc <= 100.0 and not math.isnan(corloc)
+
+
+def test_resume_after_kill(tiny_voc, tmp_path):
+    # A run far too long to finish, killed right after a checkpoint.
+    proc = run_tiny_train(tiny_voc, tmp_path, opts=("SOLVER.MAX_ITER", 100000))
+    deadline = time.time() + 300
+    while not os.path.isfile(tmp_path / "model_0000003.pth"):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "no checkpoint written in time"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.isfile(tmp_path / "model_final.pth")
+    last = int((tmp_path / "last_checkpoint").read_text().strip()[len("model_"):-len(".pth")])
+    assert last >= 3
+    no_eval = ("DATASETS.TEST", "()", "DATASETS.PROPOSAL_FILES_TEST", "()")
+    resumed = run_tiny_train(
+        tiny_voc, tmp_path, "--resume", opts=("SOLVER.MAX_ITER", last + 3, *no_eval)
+    )
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    assert f"Starting training from iteration {last + 1}" in out
+    assert os.path.isfile(tmp_path / "model_final.pth")
+
+
+def test_two_cpu_processes(tiny_voc, tmp_path):
+    proc = run_tiny_train(tiny_voc, tmp_path, "--num-gpus", "2", opts=("SOLVER.IMS_PER_BATCH", 4))
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "copypaste: CorLoc" in out and "AP,AP50,AP75" in out
+    assert os.path.isfile(tmp_path / "model_final.pth")

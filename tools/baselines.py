@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""Score the trivial baselines (a random proposal per present class; the whole image) with the
+evaluators of a config's test sets: ``tools/baselines.py --config-file CONFIG [KEY VALUE ...]``."""
+import argparse
+import json
+
+from detectron2.config import get_cfg
+from detectron2.utils.logger import setup_logger
+
+from wsod_d2 import add_wsod_config
+from wsod_d2.data.build import dataset_dicts_from_config
+from wsod_d2.engine import build_wsod_evaluator
+from wsod_d2.evaluation.baselines import BASELINES, evaluate_baseline
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random-proposal draw")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
+    args = parser.parse_args()
+    setup_logger(name="wsod_d2")
+    setup_logger(name="detectron2")
+    cfg = get_cfg()
+    add_wsod_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    results = {}
+    for name, proposal_file in zip(cfg.DATASETS.TEST, cfg.DATASETS.PROPOSAL_FILES_TEST):
+        dicts = dataset_dicts_from_config(cfg, [name], [proposal_file], is_train=False)
+        for kind in BASELINES:
+            evaluator = build_wsod_evaluator(cfg, name)
+            results[f"{kind}/{name}"] = evaluate_baseline(dicts, evaluator, kind, args.seed)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

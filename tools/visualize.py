@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""Draw a trained model's detections on a dataset's images as PNG files.
+
+``tools/visualize.py --config-file CONFIG --output DIR [--dataset NAME] [--weights FILE]
+[--num-images N] [--score-thresh S] [--show-gt] [--show-proposals K] [KEY VALUE ...]``
+"""
+import argparse
+import itertools
+import os
+
+import cv2
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.utils.logger import setup_logger
+
+from wsod_d2 import add_wsod_config
+from wsod_d2.data import build_wsod_test_loader
+from wsod_d2.engine import WSODTrainer
+from wsod_d2.modeling import WSODCheckpointer
+from wsod_d2.utils.visualizer import draw_detections
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--output", required=True, help="folder for the PNG files")
+    parser.add_argument("--dataset", help="a name in DATASETS.TEST (default: the first)")
+    parser.add_argument("--weights", help="model file (default: the last checkpoint in OUTPUT_DIR)")
+    parser.add_argument("--num-images", type=int, default=20)
+    parser.add_argument("--score-thresh", type=float, default=0.05)
+    parser.add_argument("--show-gt", action="store_true", help="also draw the GT boxes")
+    parser.add_argument("--show-proposals", type=int, default=0, help="also draw K proposals")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
+    args = parser.parse_args()
+    setup_logger(name="wsod_d2")
+    cfg = get_cfg()
+    add_wsod_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    dataset = args.dataset or cfg.DATASETS.TEST[0]
+    model = WSODTrainer.build_model(cfg)
+    checkpointer = WSODCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    if args.weights:
+        checkpointer.load(args.weights)
+    elif checkpointer.has_checkpoint():
+        checkpointer.resume_or_load("", resume=True)
+    else:
+        raise FileNotFoundError(f"no --weights given and no checkpoint in {cfg.OUTPUT_DIR}")
+    model.eval()
+    metadata = MetadataCatalog.get(dataset)
+    gt = {str(d["image_id"]): d for d in DatasetCatalog.get(dataset)} if args.show_gt else {}
+    os.makedirs(args.output, exist_ok=True)
+    loader = build_wsod_test_loader(cfg, dataset)
+    with torch.no_grad():
+        for inputs in itertools.islice(loader, args.num_images):
+            out = model(inputs)[0]
+            d = inputs[0]
+            image = utils.read_image(d["file_name"], format="RGB")
+            scale = d["proposals"].image_size
+            proposals = d["proposals"].proposal_boxes.tensor.clone()
+            proposals[:, 0::2] *= d["width"] / scale[1]
+            proposals[:, 1::2] *= d["height"] / scale[0]
+            drawn = draw_detections(
+                image,
+                out["instances"],
+                metadata,
+                score_thresh=args.score_thresh,
+                gt_dict=gt.get(str(d["image_id"])),
+                proposals=proposals.numpy(),
+                num_proposals=args.show_proposals,
+            )
+            path = os.path.join(args.output, f"{d['image_id']}.png")
+            cv2.imwrite(path, drawn[:, :, ::-1])
+    print(f"wrote {min(args.num_images, len(loader))} images to {args.output}")
+
+
+if __name__ == "__main__":
+    main()

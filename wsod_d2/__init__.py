@@ -1,0 +1,8 @@
+"""wsod_d2: weakly supervised object detection and localization for detectron2.
+
+Importing the package registers its datasets, backbones, heads and meta-architectures.
+"""
+from . import data, modeling  # noqa: F401  (registration)
+from .config import add_wsod_config
+
+__all__ = ["add_wsod_config"]

@@ -1,0 +1,80 @@
+"""VGG backbones for WSOD: VGG16 with pool4 removed and conv5 dilated (stride 8), and the same
+network with fewer channels and convs for CPU runs (set by MODEL.VGG.CHANNELS/CONVS_PER_STAGE)."""
+from typing import List
+
+import torch.nn as nn
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+
+NUM_STAGES = 5
+
+
+class VGG(Backbone):
+    """Five conv stages; max-pool after stages 1-3 (and 4 if ``pool4``); the last stage dilated.
+
+    Module names follow torchvision's ``vgg16().features`` (``features.<i>``) so its ImageNet
+    weights load by name. Output: {"conv5": (N, channels[-1], H / stride, W / stride)}.
+    """
+
+    def __init__(
+        self,
+        *,
+        channels: List[int],
+        convs_per_stage: List[int],
+        conv5_dilation: int,
+        pool4: bool,
+        freeze_at: int,
+    ):
+        super().__init__()
+        if len(channels) != NUM_STAGES or len(convs_per_stage) != NUM_STAGES:
+            raise ValueError(
+                f"MODEL.VGG.CHANNELS and MODEL.VGG.CONVS_PER_STAGE need {NUM_STAGES} entries, got "
+                f"{list(channels)} and {list(convs_per_stage)}"
+            )
+        layers, stage_ends = [], []
+        in_ch, stride = 3, 1
+        for stage, (out_ch, n_convs) in enumerate(zip(channels, convs_per_stage)):
+            dilation = conv5_dilation if stage == NUM_STAGES - 1 else 1
+            for _ in range(n_convs):
+                layers += [
+                    nn.Conv2d(in_ch, out_ch, 3, padding=dilation, dilation=dilation),
+                    nn.ReLU(inplace=True),
+                ]
+                in_ch = out_ch
+            stage_ends.append(len(layers))
+            if stage < 3 or (stage == 3 and pool4):
+                layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
+                stride *= 2
+            elif stage == 3:
+                # Keeps torchvision's layer indices for conv5 when pool4 is dropped.
+                layers.append(nn.Identity())
+        self.features = nn.Sequential(*layers)
+        self._out_features = ["conv5"]
+        self._out_feature_channels = {"conv5": in_ch}
+        self._out_feature_strides = {"conv5": stride}
+        # Fast R-CNN practice: the first stages keep their ImageNet filters.
+        for layer in self.features[: stage_ends[freeze_at - 1] if freeze_at > 0 else 0]:
+            for p in layer.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, x):
+        return {"conv5": self.features(x)}
+
+    def output_shape(self):
+        return {
+            name: ShapeSpec(
+                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
+            )
+            for name in self._out_features
+        }
+
+
+@BACKBONE_REGISTRY.register()
+def build_vgg_backbone(cfg, input_shape):
+    return VGG(
+        channels=cfg.MODEL.VGG.CHANNELS,
+        convs_per_stage=cfg.MODEL.VGG.CONVS_PER_STAGE,
+        conv5_dilation=cfg.MODEL.VGG.CONV5_DILATION,
+        pool4=cfg.MODEL.VGG.POOL4,
+        freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
+    )

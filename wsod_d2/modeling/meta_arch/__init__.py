@@ -1,0 +1,1 @@
+from .wsod_rcnn import WSODRCNN

@@ -1,0 +1,3 @@
+from .box_head import VGGFCHead
+from .mil import MIL_HEAD_REGISTRY, WSDDN, build_mil_head
+from .wsod_roi_heads import WSODROIHeads

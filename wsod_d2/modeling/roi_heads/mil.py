@@ -1,0 +1,81 @@
+"""Multiple-instance (stage-0) heads: image labels -> per-RoI class scores."""
+from typing import List
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.utils.registry import Registry
+
+MIL_HEAD_REGISTRY = Registry("MIL_HEAD")
+MIL_HEAD_REGISTRY.__doc__ = """
+Multiple-instance heads. Called with (cfg, input_dim); forward(features, num_rois) returns
+(roi_scores (R, C) in [0, 1], image_scores (B, C) in [0, 1]); losses(image_scores, labels).
+"""
+
+
+def build_mil_head(cfg, input_dim: int):
+    return MIL_HEAD_REGISTRY.get(cfg.MODEL.MIL.NAME)(cfg, input_dim)
+
+
+@MIL_HEAD_REGISTRY.register()
+class WSDDN(nn.Module):
+    """WSDDN (Bilen & Vedaldi, CVPR 2016): two-stream MIL head.
+
+    s[r, c] = softmax_c(x_cls)[r, c] * softmax_r(x_det / T)[r, c] (RoIs of one image);
+    phi[c] = sum_r s[r, c]; loss = BCE(clamp(phi, eps, 1 - eps), y).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_dim: int,
+        *,
+        num_classes: int,
+        det_temperature: float,
+        eps: float,
+        loss_reduction: str,
+        loss_weight: float,
+    ):
+        super().__init__()
+        if loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"MODEL.MIL.LOSS_REDUCTION must be 'mean' or 'sum', got {loss_reduction!r}")
+        self.cls_score = nn.Linear(input_dim, num_classes)
+        self.det_score = nn.Linear(input_dim, num_classes)
+        for layer in (self.cls_score, self.det_score):
+            nn.init.normal_(layer.weight, std=0.01)
+            nn.init.zeros_(layer.bias)
+        self.det_temperature = det_temperature
+        self.eps = eps
+        self.loss_reduction = loss_reduction
+        self.loss_weight = loss_weight
+
+    @classmethod
+    def from_config(cls, cfg, input_dim):
+        return {
+            "input_dim": input_dim,
+            "num_classes": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            "det_temperature": cfg.MODEL.MIL.DET_TEMPERATURE,
+            "eps": cfg.MODEL.MIL.EPS,
+            "loss_reduction": cfg.MODEL.MIL.LOSS_REDUCTION,
+            "loss_weight": cfg.MODEL.MIL.LOSS_WEIGHT,
+        }
+
+    def forward(self, x: torch.Tensor, num_rois: List[int]):
+        """x: (R, D) RoI features of all images; num_rois: RoIs per image (sums to R).
+
+        Returns roi_scores (R, C) and image_scores (B, C).
+        """
+        cls_prob = F.softmax(self.cls_score(x), dim=1)
+        det_logits = self.det_score(x) / self.det_temperature
+        det_prob = torch.cat([F.softmax(d, dim=0) for d in det_logits.split(num_rois)])
+        roi_scores = cls_prob * det_prob
+        image_scores = torch.stack([s.sum(dim=0) for s in roi_scores.split(num_rois)])
+        return roi_scores, image_scores
+
+    def losses(self, image_scores: torch.Tensor, image_labels: torch.Tensor):
+        """image_scores, image_labels: (B, C); labels multi-hot."""
+        phi = image_scores.clamp(self.eps, 1.0 - self.eps)
+        loss = F.binary_cross_entropy(phi, image_labels, reduction="none").sum(dim=0)
+        loss = loss.mean() if self.loss_reduction == "mean" else loss.sum()
+        return {"loss_mil": self.loss_weight * loss / image_scores.shape[0]}

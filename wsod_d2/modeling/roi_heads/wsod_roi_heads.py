@@ -1,0 +1,103 @@
+"""ROI heads of a WSOD detector: pool the precomputed proposals, fc6/fc7, a MIL head."""
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.poolers import ROIPooler
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, build_box_head
+from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
+from detectron2.structures import Instances
+
+from .mil import build_mil_head
+
+
+@ROI_HEADS_REGISTRY.register()
+class WSODROIHeads(nn.Module):
+    """Trained from image labels only: returns the MIL loss in training, and per-class
+    detections (scores of the MIL head, boxes = proposals, class-wise NMS) at test."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        in_features: List[str],
+        box_pooler: ROIPooler,
+        box_head: nn.Module,
+        mil_head: nn.Module,
+        test_score_thresh: float,
+        test_nms_thresh: float,
+        test_topk_per_image: int,
+    ):
+        super().__init__()
+        self.in_features = in_features
+        self.box_pooler = box_pooler
+        self.box_head = box_head
+        self.mil_head = mil_head
+        self.test_score_thresh = test_score_thresh
+        self.test_nms_thresh = test_nms_thresh
+        self.test_topk_per_image = test_topk_per_image
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        in_features = cfg.MODEL.ROI_HEADS.IN_FEATURES
+        resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+        box_pooler = ROIPooler(
+            output_size=resolution,
+            scales=tuple(1.0 / input_shape[f].stride for f in in_features),
+            sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
+            pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
+        )
+        channels = input_shape[in_features[0]].channels
+        box_head = build_box_head(
+            cfg, ShapeSpec(channels=channels, height=resolution, width=resolution)
+        )
+        return {
+            "in_features": in_features,
+            "box_pooler": box_pooler,
+            "box_head": box_head,
+            "mil_head": build_mil_head(cfg, box_head.output_shape.channels),
+            "test_score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+            "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
+            "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+        }
+
+    def roi_features(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
+        """Pooled (R, D, P, P) and box-head (R, fc_dim) features of all proposals."""
+        pooled = self.box_pooler(
+            [features[f] for f in self.in_features], [p.proposal_boxes for p in proposals]
+        )
+        return pooled, self.box_head(pooled)
+
+    def forward(
+        self,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        image_labels: Optional[torch.Tensor] = None,
+    ):
+        """proposals: per image, Instances with proposal_boxes; image_labels: (B, C) multi-hot.
+
+        Training: dict of losses. Test: (list of Instances, image_scores (B, C)).
+        """
+        _, x = self.roi_features(features, proposals)
+        num_rois = [len(p) for p in proposals]
+        roi_scores, image_scores = self.mil_head(x, num_rois)
+        if self.training:
+            return self.mil_head.losses(image_scores, image_labels)
+        boxes = [p.proposal_boxes.tensor for p in proposals]
+        return self.detections(boxes, roi_scores.split(num_rois), proposals), image_scores
+
+    def detections(self, boxes, scores, proposals: List[Instances]) -> List[Instances]:
+        """boxes: per image (R, 4) or class-specific (R, 4C); scores: per image (R, C)."""
+        # detectron2's inference expects a background column last; it is dropped there.
+        scores = [torch.cat([s, s.new_zeros(len(s), 1)], dim=1) for s in scores]
+        instances, _ = fast_rcnn_inference(
+            boxes,
+            scores,
+            [p.image_size for p in proposals],
+            self.test_score_thresh,
+            self.test_nms_thresh,
+            self.test_topk_per_image,
+        )
+        return instances

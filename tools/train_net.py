@@ -34,6 +34,8 @@ def main(args):
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         results = WSODTrainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            results.update(WSODTrainer.test_with_TTA(cfg, model))
         if comm.is_main_process():
             verify_results(cfg, results)
         return results

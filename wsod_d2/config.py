@@ -10,6 +10,7 @@ def add_wsod_config(cfg):
     add_box_head_config(cfg)
     add_mil_config(cfg)
     add_test_config(cfg)
+    add_detection_heads_config(cfg)
 
 
 def add_dataset_config(cfg):
@@ -40,6 +41,8 @@ def add_backbone_config(cfg):
     cfg.MODEL.VGG.CONV5_DILATION = 2
     # Whether the max-pool after conv4 is kept (stride 16, as in CASD's released code).
     cfg.MODEL.VGG.POOL4 = False
+    # Normalization after each conv ("" for none as in VGG16, or detectron2's "BN", "GN", ...).
+    cfg.MODEL.VGG.NORM = ""
     # Format of the ImageNet weights in MODEL.WEIGHTS: "torchvision" (RGB, /255, std-normalised)
     # or "caffe" (BGR, 0-255, mean-subtracted). Set PIXEL_MEAN/STD and INPUT.FORMAT to match.
     cfg.MODEL.VGG.WEIGHTS_FORMAT = "torchvision"
@@ -73,3 +76,47 @@ def add_test_config(cfg):
     # CorLoc: whether an image whose objects of a class are all "difficult" counts for that class
     # (True in the public WSOD code that reported CorLoc: wetectron, pcl.pytorch).
     cfg.TEST.CORLOC_COUNT_DIFFICULT_ONLY = True
+
+
+def add_detection_heads_config(cfg):
+    # ContextLocNet (MODEL.MIL.NAME "ContextLocNet"): the context ring is the box scaled by this
+    # factor minus the box; the frame ring is the box minus the box scaled by its inverse.
+    cfg.MODEL.MIL.CONTEXT_SCALE = 1.8
+    # ContextLocNet: margin of the hinge loss max(0, margin - y' score) on image scores.
+    cfg.MODEL.MIL.HINGE_MARGIN = 1.0
+
+    # Online refinement stages after the MIL head (ROI_HEADS.NAME "RefinementROIHeads").
+    cfg.MODEL.REFINEMENT = CN()
+    # K, the number of refinement stages; stage k is supervised by stage k-1's scores.
+    cfg.MODEL.REFINEMENT.NUM_STAGES = 3
+    # Pseudo labeller from PSEUDO_LABELER_REGISTRY: "OICR", "PCL" or "MIST".
+    cfg.MODEL.REFINEMENT.PSEUDO_LABELER = "OICR"
+    # Multiplier of stage 1's losses (3 in pcl.pytorch's OICR recipe and in wetectron).
+    cfg.MODEL.REFINEMENT.FIRST_STAGE_LOSS_WEIGHT = 1.0
+    # RoIs whose max IoU with a pseudo-GT is >= this take its class (foreground).
+    cfg.MODEL.REFINEMENT.FG_IOU = 0.5
+    # RoIs whose max IoU with every pseudo-GT is below this are ignored (weight 0); between the
+    # two thresholds they are background. 0 disables the ignore band (original OICR, wetectron).
+    cfg.MODEL.REFINEMENT.BG_IOU = 0.1
+    # PCL: IoU above which two candidate proposals are linked in the cluster graph.
+    cfg.MODEL.REFINEMENT.PCL_GRAPH_IOU = 0.4
+    # PCL: at most this many proposal clusters (centres) per positive class.
+    cfg.MODEL.REFINEMENT.PCL_MAX_CLUSTERS = 5
+    # PCL: k of the 1-D k-means on a class's scores that picks the candidate proposals.
+    cfg.MODEL.REFINEMENT.PCL_KMEANS_K = 3
+    # PCL: Lloyd iterations of that k-means.
+    cfg.MODEL.REFINEMENT.PCL_KMEANS_ITERS = 10
+    # MIST: fraction p of the proposals, by score, that are pseudo-GT candidates of a class.
+    cfg.MODEL.REFINEMENT.MIST_TOP_RATIO = 0.15
+    # MIST: a candidate is dropped when its IoU with a higher-ranked kept one is >= this.
+    cfg.MODEL.REFINEMENT.MIST_NMS_IOU = 0.2
+    # MIST: compare each candidate with every higher-ranked candidate, kept or not (wetectron's
+    # code) instead of with the kept ones only (the paper's greedy NMS).
+    cfg.MODEL.REFINEMENT.MIST_COMPARE_ALL_HIGHER_RANKED = False
+    # Whether each stage also regresses class-specific boxes towards its pseudo-GTs (+Reg); the
+    # deltas use MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS and the loss MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA.
+    cfg.MODEL.REFINEMENT.BOX_REG = False
+    # Weight of each stage's box-regression loss relative to its classification loss.
+    cfg.MODEL.REFINEMENT.BOX_REG_LOSS_WEIGHT = 1.0
+    # Whether the test scores average the MIL head's RoI scores with the stages' softmaxes.
+    cfg.MODEL.REFINEMENT.TEST_INCLUDE_MIL = False

@@ -3,7 +3,7 @@ network with fewer channels and convs for CPU runs (set by MODEL.VGG.CHANNELS/CO
 from typing import List
 
 import torch.nn as nn
-from detectron2.layers import ShapeSpec
+from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
 NUM_STAGES = 5
@@ -12,8 +12,8 @@ NUM_STAGES = 5
 class VGG(Backbone):
     """Five conv stages; max-pool after stages 1-3 (and 4 if ``pool4``); the last stage dilated.
 
-    Module names follow torchvision's ``vgg16().features`` (``features.<i>``) so its ImageNet
-    weights load by name. Output: {"conv5": (N, channels[-1], H / stride, W / stride)}.
+    Module names follow torchvision's ``vgg16().features`` (``vgg16_bn`` with ``norm="BN"``), so
+    its ImageNet weights load by name. Output: {"conv5": (N, channels[-1], H / stride, W / stride)}.
     """
 
     def __init__(
@@ -23,6 +23,7 @@ class VGG(Backbone):
         convs_per_stage: List[int],
         conv5_dilation: int,
         pool4: bool,
+        norm: str,
         freeze_at: int,
     ):
         super().__init__()
@@ -36,10 +37,15 @@ class VGG(Backbone):
         for stage, (out_ch, n_convs) in enumerate(zip(channels, convs_per_stage)):
             dilation = conv5_dilation if stage == NUM_STAGES - 1 else 1
             for _ in range(n_convs):
-                layers += [
-                    nn.Conv2d(in_ch, out_ch, 3, padding=dilation, dilation=dilation),
-                    nn.ReLU(inplace=True),
-                ]
+                conv = nn.Conv2d(in_ch, out_ch, 3, padding=dilation, dilation=dilation, bias=not norm)
+                # torchvision's VGG init, so that training from scratch starts well scaled.
+                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+                if conv.bias is not None:
+                    nn.init.zeros_(conv.bias)
+                layers.append(conv)
+                if norm:
+                    layers.append(get_norm(norm, out_ch))
+                layers.append(nn.ReLU(inplace=True))
                 in_ch = out_ch
             stage_ends.append(len(layers))
             if stage < 3 or (stage == 3 and pool4):
@@ -76,5 +82,6 @@ def build_vgg_backbone(cfg, input_shape):
         convs_per_stage=cfg.MODEL.VGG.CONVS_PER_STAGE,
         conv5_dilation=cfg.MODEL.VGG.CONV5_DILATION,
         pool4=cfg.MODEL.VGG.POOL4,
+        norm=cfg.MODEL.VGG.NORM,
         freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
     )

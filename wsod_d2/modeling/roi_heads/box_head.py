@@ -18,6 +18,10 @@ class VGGFCHead(nn.Module):
         in_dim = input_shape.channels * input_shape.height * input_shape.width
         self.fc6 = nn.Linear(in_dim, fc_dim)
         self.fc7 = nn.Linear(fc_dim, fc_dim)
+        for fc in (self.fc6, self.fc7):
+            # torchvision's VGG classifier init.
+            nn.init.normal_(fc.weight, std=0.01)
+            nn.init.zeros_(fc.bias)
         self.relu = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(dropout)
         self._output_size = fc_dim

@@ -7,9 +7,13 @@ import subprocess
 import sys
 import time
 
+import cv2
+
 from detectron2.utils.events import EventStorage
 
+from wsod_d2.data import build_wsod_test_loader
 from wsod_d2.engine import WSODTrainer
+from wsod_d2.utils.visualizer import visualize_dataset
 
 from conftest import REPO, TINY_CONFIG, tiny_cfg, tiny_opts
 
@@ -37,6 +41,13 @@ def test_train_then_evaluate(tiny_voc, tmp_path):
         ap50 = results[name]["bbox"]["AP50"]
         corloc = results[name]["corloc"]["CorLoc"]
         assert 0.0 <= ap50 <= 100.0 and 0.0 <= corloc <= 100.0 and not math.isnan(corloc)
+    # The trained model's detections, drawn for the test set as tools/visualize.py does.
+    name = cfg.DATASETS.TEST[0]
+    paths = visualize_dataset(
+        trainer.model.eval(), build_wsod_test_loader(cfg, name), name, str(tmp_path / "vis"),
+        num_images=3, score_thresh=0.0, show_gt=True, num_proposals=3,
+    )
+    assert len(paths) == 3 and all(cv2.imread(p).shape[2] == 3 for p in paths)
 
 
 def test_resume_after_kill(tiny_voc, tmp_path):

@@ -17,6 +17,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random-proposal draw")
+    parser.add_argument("--output", help="also write all figures to this JSON file")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args()
     setup_logger(name="wsod_d2")
@@ -31,7 +32,14 @@ def main():
         for kind in BASELINES:
             evaluator = build_wsod_evaluator(cfg, name)
             results[f"{kind}/{name}"] = evaluate_baseline(dicts, evaluator, kind, args.seed)
-    print(json.dumps(results, indent=1))
+    print("| baseline | dataset | mAP50 (VOC) | CorLoc |\n|---|---|---|---|")
+    for key, res in results.items():
+        kind, name = key.split("/")
+        ap50 = res.get("bbox", {}).get("AP50", float("nan"))
+        print(f"| {kind} | {name} | {ap50:.2f} | {res['corloc']['CorLoc']:.2f} |")
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -5,21 +5,15 @@
 [--num-images N] [--score-thresh S] [--show-gt] [--show-proposals K] [KEY VALUE ...]``
 """
 import argparse
-import itertools
-import os
 
-import cv2
-import torch
 from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data import detection_utils as utils
 from detectron2.utils.logger import setup_logger
 
 from wsod_d2 import add_wsod_config
 from wsod_d2.data import build_wsod_test_loader
 from wsod_d2.engine import WSODTrainer
 from wsod_d2.modeling import WSODCheckpointer
-from wsod_d2.utils.visualizer import draw_detections
+from wsod_d2.utils.visualizer import visualize_dataset
 
 
 def main():
@@ -50,31 +44,12 @@ def main():
     else:
         raise FileNotFoundError(f"no --weights given and no checkpoint in {cfg.OUTPUT_DIR}")
     model.eval()
-    metadata = MetadataCatalog.get(dataset)
-    gt = {str(d["image_id"]): d for d in DatasetCatalog.get(dataset)} if args.show_gt else {}
-    os.makedirs(args.output, exist_ok=True)
     loader = build_wsod_test_loader(cfg, dataset)
-    with torch.no_grad():
-        for inputs in itertools.islice(loader, args.num_images):
-            out = model(inputs)[0]
-            d = inputs[0]
-            image = utils.read_image(d["file_name"], format="RGB")
-            scale = d["proposals"].image_size
-            proposals = d["proposals"].proposal_boxes.tensor.clone()
-            proposals[:, 0::2] *= d["width"] / scale[1]
-            proposals[:, 1::2] *= d["height"] / scale[0]
-            drawn = draw_detections(
-                image,
-                out["instances"],
-                metadata,
-                score_thresh=args.score_thresh,
-                gt_dict=gt.get(str(d["image_id"])),
-                proposals=proposals.numpy(),
-                num_proposals=args.show_proposals,
-            )
-            path = os.path.join(args.output, f"{d['image_id']}.png")
-            cv2.imwrite(path, drawn[:, :, ::-1])
-    print(f"wrote {min(args.num_images, len(loader))} images to {args.output}")
+    paths = visualize_dataset(
+        model, loader, dataset, args.output, num_images=args.num_images,
+        score_thresh=args.score_thresh, show_gt=args.show_gt, num_proposals=args.show_proposals,
+    )
+    print(f"wrote {len(paths)} images to {args.output}")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,11 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from wsod_d2 import add_wsod_config
-from wsod_d2.engine import WSODTrainer, launch
+from wsod_d2.engine import WSODTrainer, WSOLTrainer, launch
 from wsod_d2.modeling import WSODCheckpointer
+
+# Meta-architectures trained by a trainer other than WSODTrainer.
+TRAINERS = {"WSOLClassifier": WSOLTrainer}
 
 
 def load_config(args):
@@ -27,19 +30,20 @@ def load_config(args):
 def main(args):
     cfg = load_config(args)
     default_setup(cfg, args)
+    Trainer = TRAINERS.get(cfg.MODEL.META_ARCHITECTURE, WSODTrainer)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="wsod_d2")
     if args.eval_only:
-        model = WSODTrainer.build_model(cfg)
+        model = Trainer.build_model(cfg)
         WSODCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
-        results = WSODTrainer.test(cfg, model)
+        results = Trainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:
-            results.update(WSODTrainer.test_with_TTA(cfg, model))
+            results.update(Trainer.test_with_TTA(cfg, model))
         if comm.is_main_process():
             verify_results(cfg, results)
         return results
-    trainer = WSODTrainer(cfg)
+    trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

@@ -107,9 +107,7 @@ class WSOLDatasetMapper:
     """
 
     @configurable
-    def __init__(
-        self, is_train: bool, *, augmentations: List, image_format: str, num_classes: int
-    ):
+    def __init__(self, is_train: bool, *, augmentations: List, image_format: str, num_classes: int):
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format

@@ -2,9 +2,16 @@
 import logging
 import os
 import weakref
+from collections import OrderedDict
 
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.evaluation import (
+    COCOEvaluator,
+    DatasetEvaluators,
+    PascalVOCDetectionEvaluator,
+    inference_on_dataset,
+    print_csv_format,
+)
 from detectron2.data import MetadataCatalog
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -13,6 +20,8 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data.build import build_wsod_test_loader, build_wsod_train_loader
 from ..evaluation.corloc import CorLocEvaluator
 from ..modeling.checkpoint import WSODCheckpointer
+from .optimizer import build_optimizer
+from ..modeling.test_time_augmentation import WSODRCNNWithTTA, original_size_mapper
 from ..utils.env import has_detectron2_ops
 
 DEFAULT_EVALUATORS = {"pascal_voc": ["voc", "corloc"], "coco": ["coco", "corloc"]}
@@ -69,6 +78,36 @@ class WSODTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        ret = super().build_hooks()
+        if self.cfg.TEST.AUG.ENABLED:
+            # Period 0: once, after training, as detectron2's projects do.
+            ret.append(hooks.EvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model)))
+        return ret
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """Evaluate ``model`` with test-time augmentation (TEST.AUG) on every DATASETS.TEST set;
+        results keyed "<dataset>_TTA"."""
+        logger = logging.getLogger("detectron2.trainer")
+        logger.info("Running inference with test-time augmentation ...")
+        tta_model = WSODRCNNWithTTA(cfg, model)
+        mapper = original_size_mapper(cfg)
+        results = OrderedDict()
+        for name in cfg.DATASETS.TEST:
+            loader = build_wsod_test_loader(cfg, name, mapper=mapper)
+            folder = os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name)
+            evaluator = cls.build_evaluator(cfg, name, output_folder=folder)
+            results[name + "_TTA"] = inference_on_dataset(tta_model, loader, evaluator)
+            if comm.is_main_process():
+                logger.info(f"Evaluation results for {name} with TTA in csv format:")
+                print_csv_format(results[name + "_TTA"])
+        return results
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -1,1 +1,2 @@
 from .wsod_rcnn import WSODRCNN
+from .wsol import WSOLClassifier

@@ -10,7 +10,10 @@ from detectron2.utils.registry import Registry
 MIL_HEAD_REGISTRY = Registry("MIL_HEAD")
 MIL_HEAD_REGISTRY.__doc__ = """
 Multiple-instance heads. Called with (cfg, input_dim); forward(features, num_rois) returns
-(roi_scores (R, C) in [0, 1], image_scores (B, C) in [0, 1]); losses(image_scores, labels).
+(roi_scores (R, C), image_scores (B, C)), in [0, 1] unless the head documents otherwise;
+losses(image_scores, labels). A head whose class attribute ``needs_context`` is True is called
+as forward(features, num_rois, frame=..., context=...) with the box-head features (R, D) of each
+proposal's frame and context rings as well (see context_pooling.py).
 """
 
 

@@ -10,13 +10,18 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, build_box_head
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.structures import Instances
 
+from .context_pooling import RingPooler
 from .mil import build_mil_head
 
 
 @ROI_HEADS_REGISTRY.register()
 class WSODROIHeads(nn.Module):
     """Trained from image labels only: returns the MIL loss in training, and per-class
-    detections (scores of the MIL head, boxes = proposals, class-wise NMS) at test."""
+    detections (scores of the MIL head, boxes = proposals, class-wise NMS) at test.
+
+    A MIL head with ``needs_context = True`` also gets the fc7 features of each proposal's frame
+    and context rings (``frame_pooler``, ``context_pooler``), through the shared box head.
+    """
 
     @configurable
     def __init__(
@@ -29,12 +34,22 @@ class WSODROIHeads(nn.Module):
         test_score_thresh: float,
         test_nms_thresh: float,
         test_topk_per_image: int,
+        frame_pooler: Optional[RingPooler] = None,
+        context_pooler: Optional[RingPooler] = None,
     ):
         super().__init__()
+        needs_context = getattr(mil_head, "needs_context", False)
+        if needs_context and (frame_pooler is None or context_pooler is None):
+            raise ValueError(
+                f"MIL head {type(mil_head).__name__} needs context features: give WSODROIHeads "
+                "a frame_pooler and a context_pooler"
+            )
         self.in_features = in_features
         self.box_pooler = box_pooler
         self.box_head = box_head
         self.mil_head = mil_head
+        self.frame_pooler = frame_pooler
+        self.context_pooler = context_pooler
         self.test_score_thresh = test_score_thresh
         self.test_nms_thresh = test_nms_thresh
         self.test_topk_per_image = test_topk_per_image
@@ -53,15 +68,21 @@ class WSODROIHeads(nn.Module):
         box_head = build_box_head(
             cfg, ShapeSpec(channels=channels, height=resolution, width=resolution)
         )
-        return {
+        mil_head = build_mil_head(cfg, box_head.output_shape.channels)
+        ret = {
             "in_features": in_features,
             "box_pooler": box_pooler,
             "box_head": box_head,
-            "mil_head": build_mil_head(cfg, box_head.output_shape.channels),
+            "mil_head": mil_head,
             "test_score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
             "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
         }
+        if getattr(mil_head, "needs_context", False):
+            scale = cfg.MODEL.MIL.CONTEXT_SCALE
+            ret["frame_pooler"] = RingPooler(box_pooler, outer_scale=1.0, inner_scale=1.0 / scale)
+            ret["context_pooler"] = RingPooler(box_pooler, outer_scale=scale, inner_scale=1.0)
+        return ret
 
     def roi_features(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
         """Pooled (R, D, P, P) and box-head (R, fc_dim) features of all proposals."""
@@ -69,6 +90,19 @@ class WSODROIHeads(nn.Module):
             [features[f] for f in self.in_features], [p.proposal_boxes for p in proposals]
         )
         return pooled, self.box_head(pooled)
+
+    def mil_outputs(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
+        """Box-head features x (R, fc_dim) and the MIL head's (roi_scores (R, C),
+        image_scores (B, C))."""
+        _, x = self.roi_features(features, proposals)
+        num_rois = [len(p) for p in proposals]
+        if self.frame_pooler is None:
+            return x, *self.mil_head(x, num_rois)
+        maps = [features[f] for f in self.in_features]
+        boxes = [p.proposal_boxes for p in proposals]
+        frame = self.box_head(self.frame_pooler(maps, boxes))
+        context = self.box_head(self.context_pooler(maps, boxes))
+        return x, *self.mil_head(x, num_rois, frame=frame, context=context)
 
     def forward(
         self,
@@ -80,13 +114,30 @@ class WSODROIHeads(nn.Module):
 
         Training: dict of losses. Test: (list of Instances, image_scores (B, C)).
         """
-        _, x = self.roi_features(features, proposals)
-        num_rois = [len(p) for p in proposals]
-        roi_scores, image_scores = self.mil_head(x, num_rois)
         if self.training:
-            return self.mil_head.losses(image_scores, image_labels)
+            return self.losses(features, proposals, image_labels)
+        boxes, scores, image_scores = self.predict(features, proposals)
+        return self.detections(boxes, scores, proposals), image_scores
+
+    def losses(
+        self,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        image_labels: torch.Tensor,
+    ) -> Dict[str, torch.Tensor]:
+        """image_labels: (B, C) multi-hot -> dict of losses."""
+        _, _, image_scores = self.mil_outputs(features, proposals)
+        return self.mil_head.losses(image_scores, image_labels)
+
+    def predict(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
+        """Per-proposal outputs before NMS, in the coordinates of ``proposals``.
+
+        Returns boxes: per image (R, 4) or class-specific (R, 4C); scores: per image (R, C);
+        image_scores: (B, C).
+        """
+        _, roi_scores, image_scores = self.mil_outputs(features, proposals)
         boxes = [p.proposal_boxes.tensor for p in proposals]
-        return self.detections(boxes, roi_scores.split(num_rois), proposals), image_scores
+        return boxes, list(roi_scores.split([len(p) for p in proposals])), image_scores
 
     def detections(self, boxes, scores, proposals: List[Instances]) -> List[Instances]:
         """boxes: per image (R, 4) or class-specific (R, 4C); scores: per image (R, C)."""

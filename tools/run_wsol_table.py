@@ -1,0 +1,177 @@
+#!/usr/bin/env python
+"""Train and evaluate a set of WSOL / multi-label configs and write one markdown table.
+
+``tools/run_wsol_table.py [--configs C1.yaml C2.yaml ...] [--work-dir DIR] [--table FILE]
+[--num-gpus N] [--timeout S] [--train-script S] [KEY VALUE ...]``
+
+Each config runs as ``tools/train_net.py --config-file C OUTPUT_DIR <work-dir>/<name> [KEY
+VALUE ...]`` (or another script with train_net's command line) in its own process (log in
+<work-dir>/<name>/run.log), timed from start to exit. Its metrics are read back from that
+run's own metrics.json: the last record holding evaluation results, i.e. the final evaluation.
+The table has, per config and test set, MaxBoxAccV2, Top-1 Loc, GT-known Loc, the size-bin
+accuracies (WSOL evaluator) and mAP (multi-label evaluator), the wall time, and the hardware it
+ran on. Default configs: the CPU acceptance set (CAM, ADL, TS-CAM, SCM, CAM + CropCAM on the
+synthetic WSOL data; CSRA vs. plain GAP on synthetic VOC).
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Dict, List
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIGS = [
+    f"configs/Synthetic/wsol/{name}.yaml"
+    for name in (
+        "cam_vgg_tiny",
+        "adl_vgg_tiny",
+        "tscam_vit_tiny",
+        "scm_vit_tiny",
+        "cam_vgg_tiny_cropcam",
+        "gap_vgg_tiny_synthvoc",
+        "csra_vgg_tiny_synthvoc",
+    )
+]
+# (metric name under the evaluator's task, column title)
+FIXED_COLUMNS = [
+    ("wsol/MaxBoxAccV2", "MaxBoxAccV2"),
+    ("wsol/Top-1 Loc", "Top-1 Loc"),
+    ("wsol/GT-known Loc", "GT-known Loc"),
+]
+SIZE_PREFIX = "wsol/size("
+MAP_KEY = "cls/mAP"
+EVAL_TASKS = ("wsol", "pxap", "cls")  # tasks of the WSOL, PxAP and multi-label evaluators
+
+
+def hardware() -> str:
+    """One line: CPU model and cores, torch threads, GPU if any."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}"
+    text += f" ({torch.get_num_threads()} threads)"
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name(0)}"
+    return text
+
+
+def final_metrics(metrics_file: str) -> Dict[str, Dict[str, float]]:
+    """{test set ("" for a run with one): {"<task>/<metric>": value}} of the last evaluation."""
+    if not os.path.isfile(metrics_file):
+        raise FileNotFoundError(f"{metrics_file} not found: the run wrote no metrics")
+    last = None
+    with open(metrics_file) as f:
+        for line in f:
+            record = json.loads(line)
+            if any(_split_eval_key(key) for key in record):
+                last = record
+    if last is None:
+        raise ValueError(f"{metrics_file} holds no evaluation results")
+    by_set: Dict[str, Dict[str, float]] = {}
+    for key, value in last.items():
+        split = _split_eval_key(key)
+        if split:
+            by_set.setdefault(split[0], {})[split[1]] = float(value)
+    return by_set
+
+
+def _split_eval_key(key: str):
+    """ "[<test set>/]<task>/<metric>" -> (test set, "<task>/<metric>"); None for other keys."""
+    parts = key.split("/")
+    if len(parts) < 2 or parts[-2] not in EVAL_TASKS:
+        return None
+    return "/".join(parts[:-2]), "/".join(parts[-2:])
+
+
+def _cell(value) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def markdown_table(rows: List[Dict], hardware_line: str) -> str:
+    """rows: {"config", "test set", "metrics": {key: value}, "wall": seconds}."""
+    size_keys = sorted(
+        {k for r in rows for k in r["metrics"] if k.startswith(SIZE_PREFIX) and "images" not in k},
+        key=lambda k: float(k[len(SIZE_PREFIX) :].split(",")[0]),
+    )
+    titles = ["config", "test set"] + [t for _, t in FIXED_COLUMNS]
+    titles += [k[len("wsol/") :] for k in size_keys] + ["mAP", "wall time (s)"]
+    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+    for r in rows:
+        m = r["metrics"]
+        cells = [r["config"], r["test set"] or "-"]
+        cells += [_cell(m.get(k)) for k, _ in FIXED_COLUMNS + [(k, k) for k in size_keys]]
+        cells += [_cell(m.get(MAP_KEY)), f"{r['wall']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Hardware: {hardware_line}."]
+    return "\n".join(lines) + "\n"
+
+
+def run_config(
+    config: str, out_dir: str, opts: List[str], num_gpus: int, timeout: float, script: str
+) -> float:
+    """Train + evaluate one config in a subprocess; returns the wall time in seconds."""
+    os.makedirs(out_dir, exist_ok=True)
+    cmd = [
+        sys.executable,
+        script,
+        "--config-file",
+        config,
+        "--num-gpus",
+        str(num_gpus),
+        "OUTPUT_DIR",
+        out_dir,
+        *opts,
+    ]
+    start = time.perf_counter()
+    with open(os.path.join(out_dir, "run.log"), "w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{config} failed (exit {proc.returncode}); see {out_dir}/run.log")
+    return wall
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    parser.add_argument("--work-dir", default="output/wsol_table")
+    parser.add_argument("--table", help="markdown file (default: <work-dir>/table.md)")
+    parser.add_argument("--num-gpus", type=int, default=1, help="processes per run")
+    parser.add_argument("--timeout", type=float, default=24 * 3600, help="seconds per run")
+    parser.add_argument(
+        "--train-script",
+        default=os.path.join(REPO, "tools", "train_net.py"),
+        help="script with tools/train_net.py's command line",
+    )
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
+    args = parser.parse_args(argv)
+    rows = []
+    for config in args.configs:
+        name = os.path.splitext(os.path.basename(config))[0]
+        out_dir = os.path.join(args.work_dir, name)
+        wall = run_config(
+            config, out_dir, args.opts, args.num_gpus, args.timeout, args.train_script
+        )
+        for test_set, metrics in final_metrics(os.path.join(out_dir, "metrics.json")).items():
+            rows.append({"config": name, "test set": test_set, "metrics": metrics, "wall": wall})
+        print(f"{name}: done in {wall:.0f}s", flush=True)
+    table = markdown_table(rows, hardware())
+    path = args.table or os.path.join(args.work_dir, "table.md")
+    with open(path, "w") as f:
+        f.write(table)
+    print(table)
+    return path
+
+
+if __name__ == "__main__":
+    main()

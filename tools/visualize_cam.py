@@ -1,0 +1,143 @@
+#!/usr/bin/env python
+"""Draw a trained WSOL model's localization maps with their boxes as PNG files.
+
+``tools/visualize_cam.py --config-file CONFIG --output DIR [--dataset NAME] [--weights FILE]
+[--num-images N] [--cam-threshold T] [--cam-class gt|top1] [KEY VALUE ...]``
+
+Each PNG shows the image with the map of the chosen class as a heat map (the CAM, or TS-CAM /
+SCM's coupled map), the GT boxes (green) and the box of the largest region of the map above
+T x its maximum (red, as MaxBoxAcc / Top-1 Loc box it); TS-CAM heads add two panels, the
+class-token attention map and the class's semantic map. The map is resized to the image and
+min-max normalised as the WSOL evaluator does.
+"""
+import argparse
+import itertools
+import os
+
+import cv2
+import numpy as np
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.structures import BoxMode
+from detectron2.utils.logger import setup_logger
+
+from wsod_d2 import add_wsod_config
+from wsod_d2.engine import WSOLTrainer
+from wsod_d2.engine.wsol_trainer import build_wsol_test_loader
+from wsod_d2.evaluation.wsol import normalize_scoremap, resize_scoremap
+from wsod_d2.modeling import WSODCheckpointer
+
+GT_COLOUR = (0, 200, 0)  # RGB
+BOX_COLOUR = (230, 0, 0)
+HEAT_WEIGHT = 0.5  # share of the heat map in the overlay
+LINE = 2
+
+
+def map_on_image(scoremap: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(h, w) model map -> (height, width) in [0, 1], bicubic and min-max as the evaluator."""
+    return normalize_scoremap(resize_scoremap(scoremap, (height, width)))
+
+
+def largest_region_box(scoremap: np.ndarray, threshold: float):
+    """Box [x0, y0, x1, y1] of the largest contour of {map > threshold * max}, None if empty."""
+    u8 = (scoremap * 255).astype(np.uint8)
+    mask = cv2.threshold(u8, int(threshold * u8.max()), 255, cv2.THRESH_BINARY)[1]
+    contours = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+    if not contours:
+        return None
+    x, y, w, h = cv2.boundingRect(max(contours, key=cv2.contourArea))
+    return [x, y, x + w, y + h]
+
+
+def heat_overlay(image_rgb: np.ndarray, scoremap: np.ndarray) -> np.ndarray:
+    heat = cv2.applyColorMap((scoremap * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
+    return (HEAT_WEIGHT * heat + (1 - HEAT_WEIGHT) * image_rgb).astype(np.uint8)
+
+
+def draw_boxes(image: np.ndarray, boxes, colour) -> None:
+    for x0, y0, x1, y1 in boxes:
+        cv2.rectangle(image, (int(x0), int(y0)), (int(x1), int(y1)), colour, LINE)
+
+
+def render(image_rgb, dataset_dict, output, class_names, threshold: float) -> np.ndarray:
+    """The panels of one image side by side: (H, k * W, 3) RGB."""
+    height, width = image_rgb.shape[:2]
+    cam = map_on_image(output["cam"].detach().cpu().numpy(), height, width)
+    panel = heat_overlay(image_rgb, cam)
+    gt = [
+        BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+        for a in dataset_dict.get("annotations", [])
+    ]
+    draw_boxes(panel, gt, GT_COLOUR)
+    box = largest_region_box(cam, threshold)
+    if box is not None:
+        draw_boxes(panel, [box], BOX_COLOUR)
+    cls = output["cam_class"]
+    score = float(output["image_scores"][cls])
+    cv2.putText(
+        panel,
+        f"{class_names[cls]} {score:.2f}",
+        (4, 14),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.45,
+        (255, 255, 255),
+        1,
+        cv2.LINE_AA,
+    )
+    panels = [panel]
+    for key in ("attention", "semantic"):
+        if key in output:
+            part = map_on_image(output[key].detach().cpu().numpy(), height, width)
+            panels.append(heat_overlay(image_rgb, part))
+    return np.concatenate(panels, axis=1)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--output", required=True, help="folder for the PNG files")
+    parser.add_argument("--dataset", help="a name in DATASETS.TEST (default: the first)")
+    parser.add_argument("--weights", help="model file (default: the last checkpoint in OUTPUT_DIR)")
+    parser.add_argument("--num-images", type=int, default=20)
+    parser.add_argument("--cam-threshold", type=float, default=0.2, help="box threshold T")
+    parser.add_argument("--cam-class", choices=("gt", "top1"), help="overrides TEST_CAM_CLASS")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
+    args = parser.parse_args(argv)
+    setup_logger(name="wsod_d2")
+    cfg = get_cfg()
+    add_wsod_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.TEST.WSOL.IMS_PER_BATCH = 1
+    if args.cam_class:
+        cfg.MODEL.WSOL.TEST_CAM_CLASS = args.cam_class
+    cfg.freeze()
+    dataset = args.dataset or cfg.DATASETS.TEST[0]
+    model = WSOLTrainer.build_model(cfg)
+    checkpointer = WSODCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    if args.weights:
+        checkpointer.load(args.weights)
+    elif checkpointer.has_checkpoint():
+        checkpointer.resume_or_load("", resume=True)
+    else:
+        raise FileNotFoundError(f"no --weights given and no checkpoint in {cfg.OUTPUT_DIR}")
+    model.eval()
+    class_names = MetadataCatalog.get(dataset).thing_classes
+    os.makedirs(args.output, exist_ok=True)
+    written = 0
+    with torch.no_grad():
+        for inputs in itertools.islice(build_wsol_test_loader(cfg, dataset), args.num_images):
+            output = model(inputs)[0]
+            image = utils.read_image(inputs[0]["file_name"], format="RGB")
+            drawn = render(image, inputs[0], output, class_names, args.cam_threshold)
+            name = str(inputs[0]["image_id"]).replace("/", "_").rsplit(".", 1)[0]
+            cv2.imwrite(os.path.join(args.output, f"{name}.png"), drawn[:, :, ::-1])
+            written += 1
+    print(f"wrote {written} images to {args.output}")
+    return written
+
+
+if __name__ == "__main__":
+    main()

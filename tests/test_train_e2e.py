@@ -25,7 +25,11 @@ def run_tiny_train(tiny_voc, output_dir, *args, opts=()):
     cmd = [sys.executable, TINY_TRAIN, "--config-file", os.path.join(REPO, TINY_CONFIG), *args]
     return subprocess.Popen(
         cmd + tiny_opts(tiny_voc, str(output_dir), *opts),
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -44,8 +48,14 @@ def test_train_then_evaluate(tiny_voc, tmp_path):
     # The trained model's detections, drawn for the test set as tools/visualize.py does.
     name = cfg.DATASETS.TEST[0]
     paths = visualize_dataset(
-        trainer.model.eval(), build_wsod_test_loader(cfg, name), name, str(tmp_path / "vis"),
-        num_images=3, score_thresh=0.0, show_gt=True, num_proposals=3,
+        trainer.model.eval(),
+        build_wsod_test_loader(cfg, name),
+        name,
+        str(tmp_path / "vis"),
+        num_images=3,
+        score_thresh=0.0,
+        show_gt=True,
+        num_proposals=3,
     )
     assert len(paths) == 3 and all(cv2.imread(p).shape[2] == 3 for p in paths)
 
@@ -61,7 +71,7 @@ def test_resume_after_kill(tiny_voc, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not os.path.isfile(tmp_path / "model_final.pth")
-    last = int((tmp_path / "last_checkpoint").read_text().strip()[len("model_"):-len(".pth")])
+    last = int((tmp_path / "last_checkpoint").read_text().strip()[len("model_") : -len(".pth")])
     assert last >= 3
     no_eval = ("DATASETS.TEST", "()", "DATASETS.PROPOSAL_FILES_TEST", "()")
     resumed = run_tiny_train(

@@ -21,7 +21,11 @@ SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 SETUP_PY = """from setuptools import find_packages, setup
-setup(name="detectron2", version="{version}", packages=find_packages(include=["detectron2", "detectron2.*"]))
+setup(
+    name="detectron2",
+    version="{version}",
+    packages=find_packages(include=["detectron2", "detectron2.*"]),
+)
 """
 
 
@@ -48,7 +52,8 @@ def main():
         build = os.path.join(tmp, "build")
         shutil.copytree(src, os.path.join(build, "detectron2"))
         shutil.copy(
-            os.path.join(HERE, "detectron2_C_standin.py"), os.path.join(build, "detectron2", "_C.py")
+            os.path.join(HERE, "detectron2_C_standin.py"),
+            os.path.join(build, "detectron2", "_C.py"),
         )
         with open(os.path.join(build, "setup.py"), "w") as f:
             f.write(SETUP_PY.format(version=VERSION))

@@ -46,8 +46,14 @@ def main():
     model.eval()
     loader = build_wsod_test_loader(cfg, dataset)
     paths = visualize_dataset(
-        model, loader, dataset, args.output, num_images=args.num_images,
-        score_thresh=args.score_thresh, show_gt=args.show_gt, num_proposals=args.show_proposals,
+        model,
+        loader,
+        dataset,
+        args.output,
+        num_images=args.num_images,
+        score_thresh=args.score_thresh,
+        show_gt=args.show_gt,
+        num_proposals=args.show_proposals,
     )
     print(f"wrote {len(paths)} images to {args.output}")
 

@@ -37,6 +37,25 @@ def image_labels_from_annotations(annotations, labels_from_difficult: bool) -> L
     )
 
 
+def with_image_labels(name: str, dicts, *, is_train: bool, labels_from_difficult: bool):
+    """Give each dict "image_labels" (derived from its annotations where the dataset gives none).
+
+    Training keeps image-level labels only: boxes are removed, and images without any label are
+    left out (their count is logged).
+    """
+    for d in dicts:
+        if "image_labels" not in d:
+            d["image_labels"] = image_labels_from_annotations(
+                d.get("annotations", []), labels_from_difficult
+            )
+    if not is_train:
+        return dicts
+    unlabeled = sum(1 for d in dicts if not d["image_labels"])
+    if unlabeled:
+        logger.warning(f"{name}: {unlabeled} images without image labels left out of training")
+    return [{k: v for k, v in d.items() if k != "annotations"} for d in dicts if d["image_labels"]]
+
+
 def ensure_proposals(dataset_name: str, dicts, proposal_file: str, workers: int):
     """Generate a missing proposal file for datasets whose metadata "auto_proposals" holds the
     selective-search options to do it with."""
@@ -51,7 +70,9 @@ def ensure_proposals(dataset_name: str, dicts, proposal_file: str, workers: int)
         )
     with exclusive_lock(proposal_file):
         if not os.path.isfile(proposal_file):
-            logger.info(f"Generating selective-search proposals for {dataset_name} -> {proposal_file}")
+            logger.info(
+                f"Generating selective-search proposals for {dataset_name} -> {proposal_file}"
+            )
             generate_proposals(dicts, proposal_file, workers=workers, **options)
 
 
@@ -64,11 +85,8 @@ def get_wsod_dataset_dicts(
     bounds_tolerance: float,
     proposal_workers: int,
 ):
-    """Dicts of the named datasets with proposals and "image_labels" (class ids).
-
-    Training dicts carry image-level labels only: their boxes are removed here, and images
-    without any label are left out (their count is logged). Test dicts keep the annotations.
-    """
+    """Dicts of the named datasets with proposals and "image_labels" (class ids); see
+    :func:`with_image_labels` for what training dicts keep."""
     if len(names) != len(proposal_files):
         raise ValueError(
             f"{len(names)} datasets {list(names)} but {len(proposal_files)} proposal files "
@@ -81,18 +99,9 @@ def get_wsod_dataset_dicts(
         proposal_file = resolve_dataset_path(proposal_file)
         ensure_proposals(name, dicts, proposal_file, proposal_workers)
         dicts = attach_proposals(dicts, proposal_file, bounds_tolerance=bounds_tolerance)
-        for d in dicts:
-            if "image_labels" not in d:
-                d["image_labels"] = image_labels_from_annotations(
-                    d.get("annotations", []), labels_from_difficult
-                )
-        if is_train:
-            unlabeled = sum(1 for d in dicts if not d["image_labels"])
-            dicts = [
-                {k: v for k, v in d.items() if k != "annotations"} for d in dicts if d["image_labels"]
-            ]
-            if unlabeled:
-                logger.warning(f"{name}: {unlabeled} images without image labels left out of training")
+        dicts = with_image_labels(
+            name, dicts, is_train=is_train, labels_from_difficult=labels_from_difficult
+        )
         logger.info(f"{name}: {len(dicts)} images with proposals from {proposal_file}")
         out.extend(dicts)
     return out
@@ -111,7 +120,9 @@ def dataset_dicts_from_config(cfg, names, proposal_files, is_train: bool):
 
 
 def build_wsod_train_loader(cfg, mapper=None):
-    dicts = dataset_dicts_from_config(cfg, cfg.DATASETS.TRAIN, cfg.DATASETS.PROPOSAL_FILES_TRAIN, True)
+    dicts = dataset_dicts_from_config(
+        cfg, cfg.DATASETS.TRAIN, cfg.DATASETS.PROPOSAL_FILES_TRAIN, True
+    )
     mapper = mapper or WSODDatasetMapper(cfg, True)
     return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
 

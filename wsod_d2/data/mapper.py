@@ -24,6 +24,20 @@ def dedup_boxes(boxes: np.ndarray, scale: float) -> np.ndarray:
     return np.sort(first)
 
 
+def read_image_checked(dataset_dict, image_format: str) -> np.ndarray:
+    """The dict's image, or an error naming its file and image id (unreadable or a size that
+    disagrees with the dict's height / width)."""
+    try:
+        image = utils.read_image(dataset_dict["file_name"], format=image_format)
+    except Exception as e:
+        raise RuntimeError(
+            f"cannot read image {dataset_dict['file_name']} "
+            f"(image_id {dataset_dict.get('image_id')}): {e}"
+        ) from e
+    utils.check_image_size(dataset_dict, image)
+    return image
+
+
 class WSODDatasetMapper(DatasetMapper):
     """Maps a WSOD dataset dict (with "proposal_boxes" and "image_labels") to model input.
 
@@ -31,7 +45,8 @@ class WSODDatasetMapper(DatasetMapper):
     de-duplication, top-k by objectness), then transformed with the image, so several views of
     one image (scales x flips) can share it: see :meth:`select_proposals` and :meth:`map_view`.
     Output: "image" (3, H, W), "proposals" (Instances with proposal_boxes, objectness_logits),
-    "image_labels" (C,) float multi-hot, plus the input's "file_name", "image_id", "height", "width".
+    "image_labels" (C,) float multi-hot, plus the input's "file_name", "image_id", "height" and
+    "width".
     """
 
     @configurable
@@ -73,17 +88,6 @@ class WSODDatasetMapper(DatasetMapper):
             "proposal_dedup_scale": cfg.INPUT.PROPOSAL_DEDUP_SCALE,
         }
 
-    def read_image(self, dataset_dict):
-        try:
-            image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
-        except Exception as e:
-            raise RuntimeError(
-                f"cannot read image {dataset_dict['file_name']} "
-                f"(image_id {dataset_dict.get('image_id')}): {e}"
-            ) from e
-        utils.check_image_size(dataset_dict, image)
-        return image
-
     def select_proposals(self, dataset_dict):
         """(boxes (N, 4), logits (N,)) kept for this image, in original image coordinates."""
         boxes = np.asarray(dataset_dict["proposal_boxes"], dtype=np.float32).reshape(-1, 4)
@@ -121,12 +125,17 @@ class WSODDatasetMapper(DatasetMapper):
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.copy(dataset_dict)
-        image = self.read_image(dataset_dict)
+        image = read_image_checked(dataset_dict, self.image_format)
         boxes, logits = self.select_proposals(dataset_dict)
         dataset_dict["image"], dataset_dict["proposals"] = self.map_view(
             image, boxes, logits, self.augmentations
         )
         dataset_dict["image_labels"] = self.image_labels(dataset_dict)
-        for key in ("annotations", "proposal_boxes", "proposal_objectness_logits", "proposal_bbox_mode"):
+        for key in (
+            "annotations",
+            "proposal_boxes",
+            "proposal_objectness_logits",
+            "proposal_bbox_mode",
+        ):
             dataset_dict.pop(key, None)
         return dataset_dict

@@ -15,9 +15,10 @@ from typing import List, Sequence
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from fvcore.transforms.transform import CropTransform, TransformList
+
+from .mapper import read_image_checked
 
 __all__ = ["RandomResizedCrop", "build_wsol_augmentations", "WSOLDatasetMapper"]
 
@@ -136,14 +137,7 @@ class WSOLDatasetMapper:
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.copy(dataset_dict)
-        try:
-            image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
-        except Exception as e:
-            raise RuntimeError(
-                f"cannot read image {dataset_dict['file_name']} "
-                f"(image_id {dataset_dict.get('image_id')}): {e}"
-            ) from e
-        utils.check_image_size(dataset_dict, image)
+        image = read_image_checked(dataset_dict, self.image_format)
         aug_input = T.AugInput(image)
         self.augmentations(aug_input)
         dataset_dict["image"] = torch.as_tensor(

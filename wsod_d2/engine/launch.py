@@ -39,7 +39,13 @@ def launch(
         use_cuda = torch.cuda.is_available()
     if use_cuda or world_size == 1:
         return d2_launch(
-            main_func, num_processes_per_machine, num_machines, machine_rank, dist_url, args, timeout
+            main_func,
+            num_processes_per_machine,
+            num_machines,
+            machine_rank,
+            dist_url,
+            args,
+            timeout,
         )
     if dist_url == "auto":
         if num_machines != 1:
@@ -48,7 +54,15 @@ def launch(
     mp.spawn(
         _cpu_worker,
         nprocs=num_processes_per_machine,
-        args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout),
+        args=(
+            main_func,
+            world_size,
+            num_processes_per_machine,
+            machine_rank,
+            dist_url,
+            args,
+            timeout,
+        ),
         daemon=False,
     )
 
@@ -66,7 +80,9 @@ def _cpu_worker(
         raise
     # detectron2's comm.get_local_rank() reads this group, as its own launch sets it.
     for machine in range(world_size // num_per_machine):
-        group = dist.new_group(list(range(machine * num_per_machine, (machine + 1) * num_per_machine)))
+        group = dist.new_group(
+            list(range(machine * num_per_machine, (machine + 1) * num_per_machine))
+        )
         if machine == machine_rank:
             comm._LOCAL_PROCESS_GROUP = group
     comm.synchronize()

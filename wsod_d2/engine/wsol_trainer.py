@@ -5,7 +5,6 @@ Differences from WSODTrainer: data without proposals (WSOLDatasetMapper), batche
 learning rate for the new layers (SOLVER.WSOL) and optionally AdamW.
 """
 
-import logging
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -24,7 +23,7 @@ from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_gr
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader
 
-from ..data.build import image_labels_from_annotations
+from ..data.build import with_image_labels
 from ..data.wsol_mapper import WSOLDatasetMapper
 from ..evaluation.multilabel import VOCClassificationEvaluator
 from ..evaluation.wsol import PxAPEvaluator, WSOLEvaluator
@@ -39,7 +38,6 @@ __all__ = [
     "WSOLTrainer",
 ]
 
-logger = logging.getLogger(__name__)
 
 # Evaluators by the dataset's evaluator_type when TEST.EVALUATORS is empty.
 DEFAULT_WSOL_EVALUATORS = {
@@ -59,24 +57,17 @@ _NORM_TYPES = (
 def get_wsol_dataset_dicts(
     names: Sequence[str], *, is_train: bool, labels_from_difficult: bool
 ) -> List[Dict]:
-    """
-    Dicts of the named datasets, each with "image_labels" (class ids; derived from the
-    annotations where the dataset gives none). Training leaves out images without a label.
-    """
+    """Dicts of the named datasets with "image_labels"; see :func:`with_image_labels`."""
     out = []
     for name in names:
-        dicts = DatasetCatalog.get(name)
-        for d in dicts:
-            if "image_labels" not in d:
-                d["image_labels"] = image_labels_from_annotations(
-                    d.get("annotations", []), labels_from_difficult
-                )
-        if is_train:
-            unlabeled = sum(1 for d in dicts if not d["image_labels"])
-            dicts = [d for d in dicts if d["image_labels"]]
-            if unlabeled:
-                logger.warning(f"{name}: {unlabeled} images without labels left out of training")
-        out.extend(dicts)
+        out.extend(
+            with_image_labels(
+                name,
+                DatasetCatalog.get(name),
+                is_train=is_train,
+                labels_from_difficult=labels_from_difficult,
+            )
+        )
     return out
 
 

@@ -25,8 +25,10 @@ def _caffe_to_torchvision(state):
             continue
         name, kind = m.groups()
         suffix = "weight" if kind == "w" else "bias"
-        prefix = f"features.{_TV_CONV_INDEX[name]}" if name.startswith("conv") else (
-            "classifier.0" if name == "fc6" else "classifier.3"
+        prefix = (
+            f"features.{_TV_CONV_INDEX[name]}"
+            if name.startswith("conv")
+            else ("classifier.0" if name == "fc6" else "classifier.3")
         )
         out[f"{prefix}.{suffix}"] = torch.as_tensor(value)
     return out

@@ -11,8 +11,16 @@ from detectron2.data import detection_utils as utils
 from detectron2.utils.visualizer import Visualizer
 
 
-def draw_detections(image_rgb: np.ndarray, instances, metadata, *, score_thresh: float = 0.0,
-                    gt_dict=None, proposals=None, num_proposals: int = 0) -> np.ndarray:
+def draw_detections(
+    image_rgb: np.ndarray,
+    instances,
+    metadata,
+    *,
+    score_thresh: float = 0.0,
+    gt_dict=None,
+    proposals=None,
+    num_proposals: int = 0,
+) -> np.ndarray:
     """An RGB image (H, W, 3) with the detections above ``score_thresh`` drawn.
 
     ``gt_dict`` (a dataset dict with "annotations") adds the GT boxes; ``proposals`` (N, 4)
@@ -28,8 +36,17 @@ def draw_detections(image_rgb: np.ndarray, instances, metadata, *, score_thresh:
     return vis.draw_instance_predictions(keep).get_image()
 
 
-def visualize_dataset(model, loader, dataset_name: str, output_dir: str, *, num_images: int,
-                      score_thresh: float, show_gt: bool, num_proposals: int) -> List[str]:
+def visualize_dataset(
+    model,
+    loader,
+    dataset_name: str,
+    output_dir: str,
+    *,
+    num_images: int,
+    score_thresh: float,
+    show_gt: bool,
+    num_proposals: int,
+) -> List[str]:
     """Run ``model`` (eval mode) over the first ``num_images`` batches of a test ``loader`` and
     write one PNG per image to ``output_dir``; returns their paths."""
     metadata = MetadataCatalog.get(dataset_name)
@@ -47,8 +64,12 @@ def visualize_dataset(model, loader, dataset_name: str, output_dir: str, *, num_
             proposals[:, 0::2] *= d["width"] / w
             proposals[:, 1::2] *= d["height"] / h
             drawn = draw_detections(
-                image, out["instances"], metadata, score_thresh=score_thresh,
-                gt_dict=gt.get(str(d["image_id"])), proposals=proposals.numpy(),
+                image,
+                out["instances"],
+                metadata,
+                score_thresh=score_thresh,
+                gt_dict=gt.get(str(d["image_id"])),
+                proposals=proposals.numpy(),
                 num_proposals=num_proposals,
             )
             paths.append(os.path.join(output_dir, f"{d['image_id']}.png"))

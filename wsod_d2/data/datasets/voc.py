@@ -70,7 +70,9 @@ def load_voc_wsod(dirname: str, split: str, class_names: Sequence[str]):
     return dicts
 
 
-def register_voc_wsod(name, dirname, split, year, class_names=CLASS_NAMES, prepare=None, **metadata):
+def register_voc_wsod(
+    name, dirname, split, year, class_names=CLASS_NAMES, prepare=None, **metadata
+):
     """Register a VOC-layout dataset (replacing an existing registration of ``name``).
 
     ``prepare()``, if given, runs before each load (e.g. to generate missing data).

@@ -37,7 +37,9 @@ class VGG(Backbone):
         for stage, (out_ch, n_convs) in enumerate(zip(channels, convs_per_stage)):
             dilation = conv5_dilation if stage == NUM_STAGES - 1 else 1
             for _ in range(n_convs):
-                conv = nn.Conv2d(in_ch, out_ch, 3, padding=dilation, dilation=dilation, bias=not norm)
+                conv = nn.Conv2d(
+                    in_ch, out_ch, 3, padding=dilation, dilation=dilation, bias=not norm
+                )
                 # torchvision's VGG init, so that training from scratch starts well scaled.
                 nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
                 if conv.bias is not None:

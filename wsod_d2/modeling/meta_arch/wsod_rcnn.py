@@ -49,7 +49,9 @@ class WSODRCNN(nn.Module):
         return self.pixel_mean.device
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        images = [
+            (x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs
+        ]
         return ImageList.from_tensors(images, self.backbone.size_divisibility)
 
     def forward(self, batched_inputs: List[Dict]):
@@ -61,7 +63,9 @@ class WSODRCNN(nn.Module):
             return self.roi_heads(features, proposals, labels)
         instances, image_scores = self.roi_heads(features, proposals)
         results = []
-        for inst, scores, inp, size in zip(instances, image_scores, batched_inputs, images.image_sizes):
+        for inst, scores, inp, size in zip(
+            instances, image_scores, batched_inputs, images.image_sizes
+        ):
             height, width = inp.get("height", size[0]), inp.get("width", size[1])
             results.append(
                 {"instances": detector_postprocess(inst, height, width), "image_scores": scores}

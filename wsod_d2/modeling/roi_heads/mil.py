@@ -42,7 +42,9 @@ class WSDDN(nn.Module):
     ):
         super().__init__()
         if loss_reduction not in ("mean", "sum"):
-            raise ValueError(f"MODEL.MIL.LOSS_REDUCTION must be 'mean' or 'sum', got {loss_reduction!r}")
+            raise ValueError(
+                f"MODEL.MIL.LOSS_REDUCTION must be 'mean' or 'sum', got {loss_reduction!r}"
+            )
         self.cls_score = nn.Linear(input_dim, num_classes)
         self.det_score = nn.Linear(input_dim, num_classes)
         for layer in (self.cls_score, self.det_score):

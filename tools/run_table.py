@@ -1,17 +1,19 @@
 #!/usr/bin/env python
-"""Train and evaluate a set of WSOL / multi-label configs and write one markdown table.
+"""Train and evaluate a set of configs and write one markdown table.
 
-``tools/run_wsol_table.py [--configs C1.yaml C2.yaml ...] [--work-dir DIR] [--table FILE]
-[--num-gpus N] [--timeout S] [--train-script S] [KEY VALUE ...]``
+``tools/run_table.py [--preset wsod|wsol] [--configs C1.yaml C2.yaml ...] [--work-dir DIR]
+[--table FILE] [--jobs J] [--num-gpus N] [--timeout S] [--train-script S] [KEY VALUE ...]``
 
 Each config runs as ``tools/train_net.py --config-file C OUTPUT_DIR <work-dir>/<name> [KEY
 VALUE ...]`` (or another script with train_net's command line) in its own process (log in
 <work-dir>/<name>/run.log), timed from start to exit. Its metrics are read back from that
 run's own metrics.json: the last record holding evaluation results, i.e. the final evaluation.
-The table has, per config and test set, MaxBoxAccV2, Top-1 Loc, GT-known Loc, the size-bin
-accuracies (WSOL evaluator) and mAP (multi-label evaluator), the wall time, and the hardware it
-ran on. Default configs: the CPU acceptance set (CAM, ADL, TS-CAM, SCM, CAM + CropCAM on the
-synthetic WSOL data; CSRA vs. plain GAP on synthetic VOC).
+The table has, per config and test set, the metrics that any run reported: VOC mAP50 and CorLoc
+(detectors); MaxBoxAccV2, Top-1 Loc, GT-known Loc and the size-bin accuracies (WSOL evaluator);
+mAP (multi-label evaluator); then the wall time and the hardware it ran on. ``--jobs J`` runs J
+configs at once, each with cores / J threads. Presets: "wsod", the synthetic detector benchmark
+(WSDDN, OICR, OICR+Reg, PCL, PCL+Reg, MIST+Reg); "wsol" (default), CAM, ADL, TS-CAM, SCM and
+CAM + CropCAM on the synthetic WSOL data, CSRA vs. plain GAP on synthetic VOC.
 """
 import argparse
 import json
@@ -21,32 +23,42 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List
 
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CONFIGS = [
-    f"configs/Synthetic/wsol/{name}.yaml"
-    for name in (
-        "cam_vgg_tiny",
-        "adl_vgg_tiny",
-        "tscam_vit_tiny",
-        "scm_vit_tiny",
-        "cam_vgg_tiny_cropcam",
-        "gap_vgg_tiny_synthvoc",
-        "csra_vgg_tiny_synthvoc",
-    )
-]
-# (metric name under the evaluator's task, column title)
+PRESETS = {
+    "wsod": [
+        f"configs/Synthetic/{name}_tiny.yaml"
+        for name in ("wsddn", "oicr", "oicr_reg", "pcl", "pcl_reg", "mist_reg")
+    ],
+    "wsol": [
+        f"configs/Synthetic/wsol/{name}.yaml"
+        for name in (
+            "cam_vgg_tiny",
+            "adl_vgg_tiny",
+            "tscam_vit_tiny",
+            "scm_vit_tiny",
+            "cam_vgg_tiny_cropcam",
+            "gap_vgg_tiny_synthvoc",
+            "csra_vgg_tiny_synthvoc",
+        )
+    ],
+}
+# (metric name under the evaluator's task, column title); a column shows when a run reports it.
 FIXED_COLUMNS = [
+    ("bbox/AP50", "mAP50"),
+    ("corloc/CorLoc", "CorLoc"),
     ("wsol/MaxBoxAccV2", "MaxBoxAccV2"),
     ("wsol/Top-1 Loc", "Top-1 Loc"),
     ("wsol/GT-known Loc", "GT-known Loc"),
 ]
 SIZE_PREFIX = "wsol/size("
 MAP_KEY = "cls/mAP"
-EVAL_TASKS = ("wsol", "pxap", "cls")  # tasks of the WSOL, PxAP and multi-label evaluators
+# Tasks of the VOC / COCO, CorLoc, WSOL, PxAP and multi-label evaluators.
+EVAL_TASKS = ("bbox", "corloc", "wsol", "pxap", "cls")
 
 
 def hardware() -> str:
@@ -103,23 +115,32 @@ def markdown_table(rows: List[Dict], hardware_line: str) -> str:
         {k for r in rows for k in r["metrics"] if k.startswith(SIZE_PREFIX) and "images" not in k},
         key=lambda k: float(k[len(SIZE_PREFIX) :].split(",")[0]),
     )
-    titles = ["config", "test set"] + [t for _, t in FIXED_COLUMNS]
-    titles += [k[len("wsol/") :] for k in size_keys] + ["mAP", "wall time (s)"]
+    fixed = [(k, t) for k, t in FIXED_COLUMNS if any(k in r["metrics"] for r in rows)]
+    has_map = any(MAP_KEY in r["metrics"] for r in rows)
+    titles = ["config", "test set"] + [t for _, t in fixed]
+    titles += [k[len("wsol/") :] for k in size_keys] + ["mAP"] * has_map + ["wall time (s)"]
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for r in rows:
         m = r["metrics"]
         cells = [r["config"], r["test set"] or "-"]
-        cells += [_cell(m.get(k)) for k, _ in FIXED_COLUMNS + [(k, k) for k in size_keys]]
-        cells += [_cell(m.get(MAP_KEY)), f"{r['wall']:.0f}"]
+        cells += [_cell(m.get(k)) for k, _ in fixed + [(k, k) for k in size_keys]]
+        cells += [_cell(m.get(MAP_KEY))] * has_map + [f"{r['wall']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Hardware: {hardware_line}."]
     return "\n".join(lines) + "\n"
 
 
 def run_config(
-    config: str, out_dir: str, opts: List[str], num_gpus: int, timeout: float, script: str
+    config: str,
+    out_dir: str,
+    opts: List[str],
+    num_gpus: int,
+    timeout: float,
+    script: str,
+    threads: int,
 ) -> float:
-    """Train + evaluate one config in a subprocess; returns the wall time in seconds."""
+    """Train + evaluate one config in a subprocess with ``threads`` intra-op threads; returns
+    the wall time in seconds."""
     os.makedirs(out_dir, exist_ok=True)
     cmd = [
         sys.executable,
@@ -134,7 +155,8 @@ def run_config(
     ]
     start = time.perf_counter()
     with open(os.path.join(out_dir, "run.log"), "w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, env=env)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{config} failed (exit {proc.returncode}); see {out_dir}/run.log")
@@ -143,8 +165,10 @@ def run_config(
 
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
-    parser.add_argument("--work-dir", default="output/wsol_table")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="wsol")
+    parser.add_argument("--configs", nargs="+", help="default: the preset's configs")
+    parser.add_argument("--jobs", type=int, default=1, help="configs run at once")
+    parser.add_argument("--work-dir", default="output/table")
     parser.add_argument("--table", help="markdown file (default: <work-dir>/table.md)")
     parser.add_argument("--num-gpus", type=int, default=1, help="processes per run")
     parser.add_argument("--timeout", type=float, default=24 * 3600, help="seconds per run")
@@ -155,16 +179,24 @@ def main(argv=None) -> str:
     )
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
-    rows = []
-    for config in args.configs:
+    configs = args.configs or PRESETS[args.preset]
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+
+    def run(config):
         name = os.path.splitext(os.path.basename(config))[0]
         out_dir = os.path.join(args.work_dir, name)
         wall = run_config(
-            config, out_dir, args.opts, args.num_gpus, args.timeout, args.train_script
+            config, out_dir, args.opts, args.num_gpus, args.timeout, args.train_script, threads
         )
-        for test_set, metrics in final_metrics(os.path.join(out_dir, "metrics.json")).items():
-            rows.append({"config": name, "test set": test_set, "metrics": metrics, "wall": wall})
         print(f"{name}: done in {wall:.0f}s", flush=True)
+        metrics = final_metrics(os.path.join(out_dir, "metrics.json"))
+        return [
+            {"config": name, "test set": test_set, "metrics": m, "wall": wall}
+            for test_set, m in metrics.items()
+        ]
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = [row for rows_of_config in pool.map(run, configs) for row in rows_of_config]
     table = markdown_table(rows, hardware())
     path = args.table or os.path.join(args.work_dir, "table.md")
     with open(path, "w") as f:

@@ -14,20 +14,17 @@ Besides trainval and test, ImageSets/Main has VOC's train and val, which halve t
 """
 
 import dataclasses
-import fcntl
 import json
-import logging
 import math
 import os
-import shutil
-import tempfile
-import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
+
+from .generated_dataset import DatasetRecipe, ensure_generated, generate
 
 __all__ = [
     "CLASS_NAMES",
@@ -39,8 +36,6 @@ __all__ = [
     "generate_synthetic_voc",
     "ensure_synthetic_voc",
 ]
-
-logger = logging.getLogger(__name__)
 
 # fmt: off
 CLASS_NAMES = (
@@ -614,7 +609,7 @@ def _write_image_sets(
 
 
 def _write_dataset(directory: str, folder: str, spec: SyntheticVOCSpec) -> None:
-    """Write the full dataset into the empty or missing `directory`; the marker comes last."""
+    """Write the full dataset but its marker into the empty or missing `directory`."""
     for sub in ("JPEGImages", "Annotations"):
         os.makedirs(os.path.join(directory, sub), exist_ok=True)
     split_objects: Dict[str, List[Tuple[str, Tuple[SyntheticObject, ...]]]] = {}
@@ -634,92 +629,25 @@ def _write_dataset(directory: str, folder: str, spec: SyntheticVOCSpec) -> None:
                 f.write(xml)
             split_objects[split].append((image.image_id, image.objects))
     _write_image_sets(os.path.join(directory, "ImageSets", "Main"), split_objects, spec.class_names)
-    with open(os.path.join(directory, MARKER_NAME), "w") as f:
-        json.dump(_marker(spec), f, indent=2, sort_keys=True)
-        f.write("\n")
 
 
-def _marker(spec: SyntheticVOCSpec) -> Dict:
-    return dict(spec.to_json_dict(), generator_version=GENERATOR_VERSION)
-
-
-def _read_marker(root: str) -> Optional[Dict]:
-    path = os.path.join(root, MARKER_NAME)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"corrupt synthetic VOC marker {path}: {e}; delete {root}") from e
-
-
-def _generate_locked(root: str, spec: SyntheticVOCSpec) -> None:
-    """Generate into a temporary sibling and move it into place; the caller holds the lock."""
-    parent, name = os.path.split(root)
-    if os.path.lexists(root) and not os.path.isdir(root):
-        raise ValueError(f"dataset root {root} exists and is not a directory")
-    if os.path.isdir(root) and os.listdir(root) and _read_marker(root) is None:
-        raise ValueError(
-            f"refusing to overwrite {root}: it is not empty and has no {MARKER_NAME}, so it is "
-            "not a synthetic VOC dataset; choose another root or delete it"
-        )
-    # Leftovers of killed generations; only lock holders create these, so none is in use.
-    for entry in os.listdir(parent):
-        if entry.startswith(f"{name}.tmp-") or entry.startswith(f"{name}.old-"):
-            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-    start = time.perf_counter()
-    staging = tempfile.mkdtemp(prefix=f"{name}.tmp-", dir=parent)
-    try:
-        _write_dataset(staging, name, spec)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    # os.replace cannot overwrite a non-empty directory: move the old one aside first.
-    old = None
-    if os.path.lexists(root):
-        old = tempfile.mkdtemp(prefix=f"{name}.old-", dir=parent)
-        os.replace(root, os.path.join(old, name))
-    os.replace(staging, root)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    logger.info(
-        f"Generated synthetic VOC ({spec.num_trainval} trainval + {spec.num_test} test images, "
-        f"{spec.num_classes} classes, seed {spec.seed}) in {root} in "
-        f"{time.perf_counter() - start:.1f}s"
+def _recipe(root: str, spec: SyntheticVOCSpec) -> DatasetRecipe:
+    folder = os.path.basename(os.path.abspath(os.path.expanduser(root)))
+    return DatasetRecipe(
+        marker=dict(spec.to_json_dict(), generator_version=GENERATOR_VERSION),
+        write=lambda directory: _write_dataset(directory, folder, spec),
+        marker_name=MARKER_NAME,
+        kind="synthetic VOC",
+        summary=f"{spec.num_trainval} trainval + {spec.num_test} test images, "
+        f"{spec.num_classes} classes, seed {spec.seed}",
     )
-
-
-class _RootLock:
-    """Exclusive flock on <root>.lock, shared by every process generating into root."""
-
-    def __init__(self, root: str):
-        self.path = f"{root}.lock"
-
-    def __enter__(self) -> "_RootLock":
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        self._file = open(self.path, "a")
-        fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-        self._file.close()
-
-
-def _normalize_root(root: str) -> str:
-    if not root:
-        raise ValueError("root must be a non-empty path")
-    return os.path.abspath(os.path.expanduser(root))
 
 
 def generate_synthetic_voc(root: str, spec: SyntheticVOCSpec) -> None:
     """(Re)generate the dataset at root (e.g. $DETECTRON2_DATASETS/synthvoc/VOC2007), replacing
     an earlier synthetic dataset there. Writes JPEGImages/, Annotations/, ImageSets/Main/ and,
     last, the marker file .synthvoc_spec.json."""
-    root = _normalize_root(root)
-    with _RootLock(root):
-        _generate_locked(root, spec)
+    generate(root, _recipe(root, spec))
 
 
 def ensure_synthetic_voc(root: str, spec: SyntheticVOCSpec) -> bool:
@@ -727,29 +655,4 @@ def ensure_synthetic_voc(root: str, spec: SyntheticVOCSpec) -> bool:
     several processes at once. Returns True if this call generated it.
 
     Raises ValueError if root holds a synthetic dataset made with a different spec."""
-    root = _normalize_root(root)
-
-    def matches() -> bool:
-        found = _read_marker(root)
-        if found is None:
-            return False
-        wanted = _marker(spec)
-        if found != wanted:
-            differing = sorted(
-                k for k in found.keys() | wanted.keys() if found.get(k) != wanted.get(k)
-            )
-            raise ValueError(
-                f"synthetic VOC dataset at {root} was generated with a different spec (differing: "
-                f"{', '.join(differing)}); found {found}, requested {wanted}; delete {root} or "
-                "choose another root"
-            )
-        return True
-
-    # The marker appears only with a complete dataset (atomic rename), so no lock is needed here.
-    if matches():
-        return False
-    with _RootLock(root):
-        if matches():
-            return False
-        _generate_locked(root, spec)
-    return True
+    return ensure_generated(root, _recipe(root, spec))

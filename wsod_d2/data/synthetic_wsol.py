@@ -24,18 +24,15 @@ Boxes are 0-based inclusive pixel corners ``x0,y0,x1,y1`` of the object's pixels
 
 import dataclasses
 import json
-import logging
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
 
-from ..utils.locks import exclusive_lock
+from .generated_dataset import DatasetRecipe, ensure_generated
 from .synthetic_voc import (
     _FAMILIES,
     _PART_ANGLE_JITTER,
@@ -60,8 +57,6 @@ __all__ = [
     "render_synthetic_wsol_image",
     "ensure_synthetic_wsol",
 ]
-
-logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
 MARKER_NAME = ".synthwsol_spec.json"
@@ -306,33 +301,9 @@ def _write_split(directory: str, spec: SyntheticWSOLSpec, split: str) -> None:
             f.writelines(lines[key])
 
 
-def _marker(spec: SyntheticWSOLSpec) -> Dict:
-    return dict(spec.to_json_dict(), generator_version=GENERATOR_VERSION)
-
-
-def _read_marker(root: str) -> Optional[Dict]:
-    path = os.path.join(root, MARKER_NAME)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"corrupt synthetic WSOL marker {path}: {e}; delete {root}") from e
-
-
-def _matches(root: str, spec: SyntheticWSOLSpec) -> bool:
-    found = _read_marker(root)
-    if found is None:
-        return False
-    wanted = _marker(spec)
-    if found != wanted:
-        differing = sorted(k for k in found.keys() | wanted.keys() if found.get(k) != wanted.get(k))
-        raise ValueError(
-            f"synthetic WSOL dataset at {root} was generated with a different spec (differing: "
-            f"{', '.join(differing)}); delete {root} or choose another root"
-        )
-    return True
+def _write_dataset(directory: str, spec: SyntheticWSOLSpec) -> None:
+    for split in SPLITS:
+        _write_split(directory, spec, split)
 
 
 def ensure_synthetic_wsol(root: str, spec: SyntheticWSOLSpec) -> bool:
@@ -342,30 +313,12 @@ def ensure_synthetic_wsol(root: str, spec: SyntheticWSOLSpec) -> bool:
     Returns True if this call generated it. Raises ValueError if ``root`` holds a synthetic WSOL
     dataset of another spec, or is a non-empty folder without the marker.
     """
-    root = os.path.abspath(os.path.expanduser(root))
-    if _matches(root, spec):
-        return False
-    with exclusive_lock(root):
-        if _matches(root, spec):
-            return False
-        if os.path.isdir(root) and os.listdir(root):
-            raise ValueError(
-                f"refusing to write the synthetic WSOL dataset into {root}: it is not empty and "
-                f"has no {MARKER_NAME}; choose another root or delete it"
-            )
-        parent, name = os.path.split(root)
-        staging = tempfile.mkdtemp(prefix=f"{name}.tmp-", dir=parent)
-        try:
-            for split in SPLITS:
-                _write_split(staging, spec, split)
-            with open(os.path.join(staging, MARKER_NAME), "w") as f:
-                json.dump(_marker(spec), f, indent=2, sort_keys=True)
-            if os.path.isdir(root):
-                os.rmdir(root)
-            os.replace(staging, root)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     sizes = ", ".join(f"{spec.split_size(s)} {s}" for s in SPLITS)
-    logger.info(f"Generated synthetic WSOL data ({sizes}; {spec.num_classes} classes) in {root}")
-    return True
+    recipe = DatasetRecipe(
+        marker=dict(spec.to_json_dict(), generator_version=GENERATOR_VERSION),
+        write=lambda directory: _write_dataset(directory, spec),
+        marker_name=MARKER_NAME,
+        kind="synthetic WSOL",
+        summary=f"{sizes}; {spec.num_classes} classes",
+    )
+    return ensure_generated(root, recipe)

@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""Speed tables: ``tools/benchmark.py [--only pseudo-labels|step|wsol-metrics] [--device cpu]``.
+
+- pseudo-labels: each pseudo-labeller's time for R in {500, 2000, 5000}, C = 20, 3 positives.
+- step: the share of a VGG16 training step (480 px, 2000 proposals, CPU) spent after RoI
+  pooling outside fc6/fc7, for OICR, PCL and MIST refinement (target: under 5%).
+- wsol-metrics: WSOL box-metric throughput (maps/s at 224x224, 100 thresholds) against the
+  reference protocol's one-findContours-per-threshold implementation on the same input.
+"""
+import argparse
+import os
+
+from wsod_d2.utils.bench_pseudo_labels import benchmark_pseudo_labellers
+from wsod_d2.utils.bench_step import benchmark_step_share
+from wsod_d2.utils.bench_wsol import benchmark_wsol_metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEP_CONFIGS = ("oicr_vgg16", "pcl_vgg16", "mist_reg_vgg16")
+
+
+def pseudo_labels(device):
+    print("| labeller | R | ms |\n|---|---|---|")
+    for row in benchmark_pseudo_labellers(device=device):
+        print(f"| {row['labeller']} | {row['R']} | {row['ms']:.2f} |")
+
+
+def step(device):
+    print("| config | step (s) | after fc7, outside fc6/fc7 (s) | share |\n|---|---|---|---|")
+    for name in STEP_CONFIGS:
+        path = os.path.join(REPO, "configs", "PascalVOC-Detection", f"{name}.yaml")
+        r = benchmark_step_share(path)
+        print(f"| {name} | {r['step_s']:.2f} | {r['after_fc7_s']:.3f} | {100 * r['share']:.1f}% |")
+
+
+def wsol_metrics(device):
+    r = benchmark_wsol_metrics()
+    print("| implementation | maps/s |\n|---|---|")
+    print(f"| wsod_d2 | {r['maps_per_s']:.0f} |")
+    print(f"| reference protocol | {r['reference_maps_per_s']:.0f} |")
+    print(f"\nspeed-up: {r['speedup']:.2f}x")
+
+
+SECTIONS = {"pseudo-labels": pseudo_labels, "step": step, "wsol-metrics": wsol_metrics}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", choices=sorted(SECTIONS), action="append")
+    parser.add_argument("--device", default="cpu", help="device of the pseudo-labeller timing")
+    args = parser.parse_args()
+    for name in args.only or SECTIONS:
+        print(f"\n## {name}\n")
+        SECTIONS[name](args.device)
+
+
+if __name__ == "__main__":
+    main()

@@ -25,9 +25,7 @@ RING = 1.8
 def exact_pooler():
     """A 7x7 RoIAlign that reads feature pixel (i, j) into cell (i, j) of the box [0, 0, 7, 7]
     on a stride-1 map: one sample per bin, at the bin centre, which is a pixel centre."""
-    return ROIPooler(
-        output_size=7, scales=(1.0,), sampling_ratio=1, pooler_type="ROIAlignV2"
-    )
+    return ROIPooler(output_size=7, scales=(1.0,), sampling_ratio=1, pooler_type="ROIAlignV2")
 
 
 def feature_map():
@@ -179,6 +177,7 @@ def test_context_head_without_ring_poolers_is_refused():
 
 def test_contextlocnet_trains_and_evaluates_with_raw_scores(tiny_voc, tmp_path):
     # Its scores may be negative: the configs keep every detection (no score threshold).
+    # fmt: off
     cfg = tiny_cfg(
         tiny_voc,
         tmp_path,
@@ -187,6 +186,7 @@ def test_contextlocnet_trains_and_evaluates_with_raw_scores(tiny_voc, tmp_path):
         "SOLVER.MAX_ITER", 2,
         "TEST.EVALUATORS", ("voc", "corloc"),
     )
+    # fmt: on
     trainer = WSODTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()

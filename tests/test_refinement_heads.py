@@ -43,6 +43,7 @@ def make_cfg(*opts):
     cfg = get_cfg()
     add_wsod_config(cfg)
     cfg.merge_from_file(f"{REPO}/{TINY_CONFIG}")
+    # fmt: off
     cfg.merge_from_list(
         [
             "MODEL.DEVICE", "cpu",
@@ -56,6 +57,7 @@ def make_cfg(*opts):
             *opts,
         ]
     )
+    # fmt: on
     return cfg
 
 
@@ -84,11 +86,13 @@ def toy_batch(device="cpu"):
 @pytest.mark.parametrize("labeler", ["OICR", "PCL", "MIST"])
 @pytest.mark.parametrize("box_reg", [False, True])
 def test_heads_train_on_a_fixed_batch(device, labeler, box_reg):
+    # fmt: off
     heads = make_heads(
         "MODEL.REFINEMENT.PSEUDO_LABELER", labeler,
         "MODEL.REFINEMENT.BOX_REG", box_reg,
         "MODEL.REFINEMENT.FIRST_STAGE_LOSS_WEIGHT", 3.0,
     ).to(device)
+    # fmt: on
     heads.train()
     features, proposals, labels = toy_batch(device)
     optimizer = torch.optim.Adam(heads.parameters(), lr=3e-3)
@@ -115,9 +119,7 @@ def test_heads_train_on_a_fixed_batch(device, labeler, box_reg):
 
 def test_zero_stages_equals_the_wsddn_heads():
     wsddn = make_heads("MODEL.ROI_HEADS.NAME", "WSODROIHeads")
-    refine = make_heads(
-        "MODEL.REFINEMENT.NUM_STAGES", 0, "MODEL.REFINEMENT.TEST_INCLUDE_MIL", True
-    )
+    refine = make_heads("MODEL.REFINEMENT.NUM_STAGES", 0, "MODEL.REFINEMENT.TEST_INCLUDE_MIL", True)
     assert type(wsddn) is WSODROIHeads and isinstance(refine, RefinementROIHeads)
     refine.load_state_dict(wsddn.state_dict())
     features, proposals, labels = toy_batch()
@@ -149,11 +151,13 @@ def test_zero_stages_need_the_mil_scores_at_test():
 def test_losses_follow_the_stage_chain_and_first_stage_weight(labeler):
     opts = ("MODEL.REFINEMENT.PSEUDO_LABELER", labeler, "MODEL.REFINEMENT.BOX_REG", True)
     plain = make_heads(*opts, "MODEL.REFINEMENT.BOX_REG_LOSS_WEIGHT", 0.5).train()
+    # fmt: off
     tripled = make_heads(
         *opts,
         "MODEL.REFINEMENT.BOX_REG_LOSS_WEIGHT", 0.5,
         "MODEL.REFINEMENT.FIRST_STAGE_LOSS_WEIGHT", 3.0,
     ).train()
+    # fmt: on
     tripled.load_state_dict(plain.state_dict())
     features, proposals, labels = toy_batch()
     with torch.no_grad():

@@ -31,6 +31,7 @@ def tta_model(*opts):
     cfg = get_cfg()
     add_wsod_config(cfg)
     cfg.merge_from_file(os.path.join(REPO, TINY_CONFIG))
+    # fmt: off
     cfg.merge_from_list(
         [
             "MODEL.DEVICE", "cpu",
@@ -44,6 +45,7 @@ def tta_model(*opts):
             *opts,
         ]
     )
+    # fmt: on
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     with torch.no_grad():
@@ -136,6 +138,7 @@ def test_resized_inputs_are_mapped_back_to_the_original_size():
 
 
 def test_trainer_evaluates_with_tta_after_training(tiny_voc, tmp_path):
+    # fmt: off
     cfg = tiny_cfg(
         tiny_voc,
         tmp_path,
@@ -147,6 +150,7 @@ def test_trainer_evaluates_with_tta_after_training(tiny_voc, tmp_path):
         "TEST.AUG.MAX_SIZE", 256,
         "TEST.EVALUATORS", ("voc", "corloc"),
     )
+    # fmt: on
     trainer = WSODTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()

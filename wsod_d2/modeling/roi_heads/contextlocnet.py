@@ -57,7 +57,7 @@ class ContextLocNet(nn.Module):
         images; num_rois: RoIs per image. Returns roi_scores (R, C) and image_scores (B, C)."""
         # The shared bias cancels in the difference.
         loc_logits = self.loc_score(frame) - self.loc_score(context)
-        loc_prob = torch.cat([F.softmax(l, dim=0) for l in loc_logits.split(num_rois)])
+        loc_prob = torch.cat([F.softmax(v, dim=0) for v in loc_logits.split(num_rois)])
         roi_scores = self.cls_score(x) * loc_prob
         image_scores = torch.stack([s.sum(dim=0) for s in roi_scores.split(num_rois)])
         return roi_scores, image_scores

@@ -45,9 +45,8 @@ def add_backbone_config(cfg):
     cfg.MODEL.VGG.POOL4 = False
     # Normalization after each conv ("" for none as in VGG16, or detectron2's "BN", "GN", ...).
     cfg.MODEL.VGG.NORM = ""
-    # Format of the ImageNet weights in MODEL.WEIGHTS: "torchvision" (RGB, /255, std-normalised)
-    # or "caffe" (BGR, 0-255, mean-subtracted). Set PIXEL_MEAN/STD and INPUT.FORMAT to match.
-    cfg.MODEL.VGG.WEIGHTS_FORMAT = "torchvision"
+    # ImageNet weights in MODEL.WEIGHTS are recognised by their tensor names (torchvision or
+    # caffe): set PIXEL_MEAN/STD and INPUT.FORMAT to match (caffe: BGR, 0-255, std 1).
 
 
 def add_box_head_config(cfg):

@@ -8,6 +8,7 @@ import sys
 import time
 
 import cv2
+import pytest
 
 from detectron2.utils.events import EventStorage
 
@@ -89,3 +90,13 @@ def test_two_cpu_processes(tiny_voc, tmp_path):
     assert proc.returncode == 0, out
     assert "copypaste: CorLoc" in out and "AP,AP50,AP75" in out
     assert os.path.isfile(tmp_path / "model_final.pth")
+
+
+def test_nan_loss_stops_with_the_iteration(tiny_voc, tmp_path):
+    cfg = tiny_cfg(tiny_voc, tmp_path)
+    trainer = WSODTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    head = trainer.model.roi_heads.mil_head
+    head.losses = lambda scores, labels: {"loss_mil": scores.sum() * float("nan")}
+    with pytest.raises(FloatingPointError, match="Loss became infinite or NaN at iteration=0"):
+        trainer.train()

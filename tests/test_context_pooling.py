@@ -124,7 +124,7 @@ def test_contextlocnet_scores_and_hinge_by_hand():
     labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     signs = [[1, -1], [-1, 1]]
     hinge = [max(0.0, 1.0 - signs[b][c] * phi[b][c]) for b in range(2) for c in range(2)]
-    loss = head.losses(image_scores, labels)["loss_mil"]
+    loss = head.loss(image_scores, labels)
     assert loss.item() == pytest.approx(sum(hinge) / 4, rel=1e-5)
     assert hinge[2] == pytest.approx(2.0)  # a negative class scoring 1 costs 1 + 1
 
@@ -149,7 +149,8 @@ def test_roi_heads_feed_frame_and_context_through_the_box_head():
     proposals = Instances((96, 128))
     proposals.proposal_boxes = Boxes(torch.tensor([[8.0, 8.0, 60.0, 50.0], [40, 20, 120, 90]]))
     with torch.no_grad():
-        x, roi_scores, image_scores = heads.mil_outputs(features, [proposals])
+        mil = heads.mil_outputs(features, [proposals])
+        x, roi_scores, image_scores = mil.x, mil.roi_scores, mil.image_scores
         maps, boxes = [features["conv5"]], [proposals.proposal_boxes]
         frame = heads.box_head(heads.frame_pooler(maps, boxes))
         context = heads.box_head(heads.context_pooler(maps, boxes))

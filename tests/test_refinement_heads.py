@@ -164,7 +164,8 @@ def test_losses_follow_the_stage_chain_and_first_stage_weight(labeler):
         got = plain(features, proposals, labels)
         got3 = tripled(features, proposals, labels)
         # The same chain by hand: stage k is labelled from stage k-1 (stage 1 from the MIL head).
-        x, roi_scores, _ = plain.mil_outputs(features, proposals)
+        mil = plain.mil_outputs(features, proposals)
+        x, roi_scores = mil.x, mil.roi_scores
         boxes = [p.proposal_boxes.tensor for p in proposals]
         transform = Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0))
         supervision = roi_scores.split([20, 20])
@@ -245,7 +246,8 @@ def test_test_time_scores_and_class_specific_boxes():
     features, proposals = {"conv5": features["conv5"][:1]}, [proposals[0][:5]]
     with torch.no_grad():
         boxes, scores, image_scores = heads.predict(features, proposals)
-        x, roi_scores, mil_image_scores = heads.mil_outputs(features, proposals)
+        mil = heads.mil_outputs(features, proposals)
+        x, roi_scores, mil_image_scores = mil.x, mil.roi_scores, mil.image_scores
         (instances,), _ = heads(features, proposals)
     logits = [stage(x)[0] for stage in heads.stages]
     assert torch.allclose(scores[0], average_stage_scores(logits), atol=1e-6)

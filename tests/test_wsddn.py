@@ -40,9 +40,9 @@ def test_wsddn_scores_and_loss_by_hand():
     assert torch.allclose(image_scores, phi, atol=1e-6)
     labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     bce = -(labels * phi.log() + (1 - labels) * (1 - phi).log())
-    loss = head.losses(image_scores, labels)["loss_mil"]
+    loss = head.loss(image_scores, labels)
     assert loss.item() == pytest.approx(bce.mean().item(), rel=1e-5)
-    summed = make_head(loss_reduction="sum").losses(image_scores, labels)["loss_mil"]
+    summed = make_head(loss_reduction="sum").loss(image_scores, labels)
     assert summed.item() == pytest.approx(bce.sum().item() / 2, rel=1e-5)
 
 
@@ -53,7 +53,7 @@ def test_wsddn_temperature_and_clamp():
     e = math.e  # det logits halved: softmax over RoIs of [1, 0] for class 0
     assert roi_scores[0, 0].item() == pytest.approx(e**2 / (e**2 + 1) * e / (e + 1), rel=1e-5)
     # A saturated score is clamped, so the loss stays finite.
-    loss = head.losses(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]))["loss_mil"]
+    loss = head.loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]))
     assert torch.isfinite(loss) and loss.item() == pytest.approx(-math.log(1e-6), rel=1e-3)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train and evaluate a set of configs and write one markdown table.
 
-``tools/run_table.py [--preset wsod|wsol] [--configs C1.yaml C2.yaml ...] [--work-dir DIR]
+``tools/run_table.py [--preset wsod|casd|wsol] [--configs C1.yaml C2.yaml ...] [--work-dir DIR]
 [--table FILE] [--jobs J] [--num-gpus N] [--timeout S] [--train-script S] [KEY VALUE ...]``
 
 Each config runs as ``tools/train_net.py --config-file C OUTPUT_DIR <work-dir>/<name> [KEY
@@ -12,7 +12,8 @@ The table has, per config and test set, the metrics that any run reported: VOC m
 (detectors); MaxBoxAccV2, Top-1 Loc, GT-known Loc and the size-bin accuracies (WSOL evaluator);
 mAP (multi-label evaluator); then the wall time and the hardware it ran on. ``--jobs J`` runs J
 configs at once, each with cores / J threads. Presets: "wsod", the synthetic detector benchmark
-(WSDDN, OICR, OICR+Reg, PCL, PCL+Reg, MIST+Reg); "wsol" (default), CAM, ADL, TS-CAM, SCM and
+(WSDDN, OICR, OICR+Reg, PCL, PCL+Reg, MIST+Reg); "casd", the synthetic CASD ablation (one row
+per configs/Synthetic/casd/ file); "wsol" (default), CAM, ADL, TS-CAM, SCM and
 CAM + CropCAM on the synthetic WSOL data, CSRA vs. plain GAP on synthetic VOC.
 """
 import argparse
@@ -33,6 +34,22 @@ PRESETS = {
     "wsod": [
         f"configs/Synthetic/{name}_tiny.yaml"
         for name in ("wsddn", "oicr", "oicr_reg", "pcl", "pcl_reg", "mist_reg")
+    ],
+    "casd": [
+        f"configs/Synthetic/casd/{name}.yaml"
+        for name in (
+            "baseline",
+            "iw_no_ia",
+            "iw",
+            "lw",
+            "full",
+            "full_reg",
+            "full_aug",
+            "oicr_baseline",
+            "oicr_full",
+            "wsddn_baseline",
+            "wsddn_full",
+        )
     ],
     "wsol": [
         f"configs/Synthetic/wsol/{name}.yaml"

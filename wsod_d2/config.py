@@ -11,6 +11,7 @@ def add_wsod_config(cfg):
     add_mil_config(cfg)
     add_test_config(cfg)
     add_detection_heads_config(cfg)
+    add_casd_config(cfg)
     add_wsol_config(cfg)
     add_solver_config(cfg)
 
@@ -45,6 +46,9 @@ def add_backbone_config(cfg):
     cfg.MODEL.VGG.POOL4 = False
     # Normalization after each conv ("" for none as in VGG16, or detectron2's "BN", "GN", ...).
     cfg.MODEL.VGG.NORM = ""
+    # Stage outputs returned (any of "conv1".."conv5", each after its last conv + ReLU); layer-wise
+    # CASD reads several (e.g. conv3, conv4, conv5), the ROI heads read ROI_HEADS.IN_FEATURES.
+    cfg.MODEL.VGG.OUT_FEATURES = ["conv5"]
     # ImageNet weights in MODEL.WEIGHTS are recognised by their tensor names (torchvision or
     # caffe): set PIXEL_MEAN/STD and INPUT.FORMAT to match (caffe: BGR, 0-255, std 1).
 
@@ -121,6 +125,53 @@ def add_detection_heads_config(cfg):
     cfg.MODEL.REFINEMENT.BOX_REG_LOSS_WEIGHT = 1.0
     # Whether the test scores average the MIL head's RoI scores with the stages' softmaxes.
     cfg.MODEL.REFINEMENT.TEST_INCLUDE_MIL = False
+
+
+def add_casd_config(cfg):
+    """Multi-view training (CASDRCNN), CASD self-distillation and Inverted Attention
+    (ROI_HEADS.NAME "CASDROIHeads"), photometric augmentation."""
+    cfg.INPUT.VIEWS = CN()
+    # Training views per image: NUM_SCALES short sides drawn without replacement from
+    # INPUT.MIN_SIZE_TRAIN, each also flipped when FLIP (CASD: 2 scales x flip = 4 views).
+    # 0: one view per image, the plain mapper (INPUT.RANDOM_FLIP applies there).
+    cfg.INPUT.VIEWS.NUM_SCALES = 0
+    cfg.INPUT.VIEWS.FLIP = True
+    # Proposals shared by all views: a uniformly random subset of this size, drawn after
+    # PRECOMPUTED_PROPOSAL_TOPK_TRAIN (CASD: 800); 0 keeps them all.
+    cfg.INPUT.VIEWS.NUM_PROPOSALS = 0
+
+    # Photometric distortion of training images, once per image before the views are made
+    # (CASD's "augmentation": random brightness, contrast, saturation, each applied with
+    # probability 1/2). Ranges are detectron2's intensity factors.
+    cfg.INPUT.PHOTOMETRIC = CN()
+    cfg.INPUT.PHOTOMETRIC.ENABLED = False
+    cfg.INPUT.PHOTOMETRIC.BRIGHTNESS = (0.875, 1.125)
+    cfg.INPUT.PHOTOMETRIC.CONTRAST = (0.5, 1.5)
+    cfg.INPUT.PHOTOMETRIC.SATURATION = (0.5, 1.5)
+
+    cfg.MODEL.CASD = CN()
+    # gamma of image-wise CASD (RoI attention of each view distilled to the max over views); 0 off.
+    cfg.MODEL.CASD.IW_WEIGHT = 0.0
+    # Weight of layer-wise CASD (RoI attention of each layer distilled to the max over layers,
+    # and over views when IW is on too); 0 off.
+    cfg.MODEL.CASD.LW_WEIGHT = 0.0
+    # Backbone outputs whose RoI attention enters LW (must be in the backbone's out features).
+    cfg.MODEL.CASD.LW_LAYERS = ["conv3", "conv4", "conv5"]
+    # RoI attention transform: "sigmoid_minmax" (paper) or "minmax" (un-squashed, [0, 1]).
+    cfg.MODEL.CASD.ATTENTION_TRANSFORM = "sigmoid_minmax"
+
+    # Inverted Attention on the refinement stages' RoI features.
+    cfg.MODEL.CASD.IA = CN()
+    cfg.MODEL.CASD.IA.ENABLED = False
+    # (early, late) schedule: the late values apply from iteration LATE_START_ITER on.
+    cfg.MODEL.CASD.IA.TOP_CELLS = (25, 29)
+    cfg.MODEL.CASD.IA.DROP_CELLS = (16, 20)
+    cfg.MODEL.CASD.IA.FG_FRACTION = (1.0 / 6.0, 1.0 / 5.0)
+    cfg.MODEL.CASD.IA.BG_FRACTION = (1.0 / 18.0, 1.0 / 15.0)
+    # CASD on VOC07: its learning-rate step (50k) plus 10k.
+    cfg.MODEL.CASD.IA.LATE_START_ITER = 60000
+    # A RoI keeps its mask only if its pseudo-class probability drops by more than this.
+    cfg.MODEL.CASD.IA.MIN_DROP = 0.02
 
 
 def add_wsol_config(cfg):

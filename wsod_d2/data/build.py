@@ -12,6 +12,7 @@ from detectron2.data import (
 
 from ..utils.locks import exclusive_lock
 from .mapper import WSODDatasetMapper
+from .multiview_mapper import MultiViewWSODDatasetMapper
 from .proposals import attach_proposals
 from .selective_search import generate_proposals
 
@@ -123,7 +124,9 @@ def build_wsod_train_loader(cfg, mapper=None):
     dicts = dataset_dicts_from_config(
         cfg, cfg.DATASETS.TRAIN, cfg.DATASETS.PROPOSAL_FILES_TRAIN, True
     )
-    mapper = mapper or WSODDatasetMapper(cfg, True)
+    if mapper is None:
+        multi_view = cfg.INPUT.VIEWS.NUM_SCALES > 0
+        mapper = MultiViewWSODDatasetMapper(cfg) if multi_view else WSODDatasetMapper(cfg, True)
     return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
 
 

@@ -11,6 +11,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances
 
+from .photometric import build_photometric_augmentation
+
 logger = logging.getLogger(__name__)
 
 
@@ -80,7 +82,8 @@ class WSODDatasetMapper(DatasetMapper):
         )
         return {
             "is_train": is_train,
-            "augmentations": utils.build_augmentation(cfg, is_train),
+            "augmentations": build_photometric_augmentation(cfg, is_train)
+            + utils.build_augmentation(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
             "num_classes": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
             "proposal_topk": topk,
@@ -130,6 +133,10 @@ class WSODDatasetMapper(DatasetMapper):
         dataset_dict["image"], dataset_dict["proposals"] = self.map_view(
             image, boxes, logits, self.augmentations
         )
+        return self.finish(dataset_dict)
+
+    def finish(self, dataset_dict):
+        """Add "image_labels" and drop the keys the model does not read."""
         dataset_dict["image_labels"] = self.image_labels(dataset_dict)
         for key in (
             "annotations",

@@ -13,7 +13,9 @@ class VGG(Backbone):
     """Five conv stages; max-pool after stages 1-3 (and 4 if ``pool4``); the last stage dilated.
 
     Module names follow torchvision's ``vgg16().features`` (``vgg16_bn`` with ``norm="BN"``), so
-    its ImageNet weights load by name. Output: {"conv5": (N, channels[-1], H / stride, W / stride)}.
+    its ImageNet weights load by name. Output: {name: (N, channels, H / stride, W / stride)} for
+    each name in ``out_features`` ("conv1".."conv5": a stage's output after its last conv + ReLU,
+    before its max-pool).
     """
 
     def __init__(
@@ -25,6 +27,7 @@ class VGG(Backbone):
         pool4: bool,
         norm: str,
         freeze_at: int,
+        out_features: List[str] = ("conv5",),
     ):
         super().__init__()
         if len(channels) != NUM_STAGES or len(convs_per_stage) != NUM_STAGES:
@@ -32,7 +35,14 @@ class VGG(Backbone):
                 f"MODEL.VGG.CHANNELS and MODEL.VGG.CONVS_PER_STAGE need {NUM_STAGES} entries, got "
                 f"{list(channels)} and {list(convs_per_stage)}"
             )
-        layers, stage_ends = [], []
+        stage_names = [f"conv{i + 1}" for i in range(NUM_STAGES)]
+        unknown = [f for f in out_features if f not in stage_names]
+        if unknown or not out_features:
+            raise ValueError(
+                f"MODEL.VGG.OUT_FEATURES must be a non-empty subset of {stage_names}, got "
+                f"{list(out_features)}"
+            )
+        layers, stage_ends, strides = [], [], []
         in_ch, stride = 3, 1
         for stage, (out_ch, n_convs) in enumerate(zip(channels, convs_per_stage)):
             dilation = conv5_dilation if stage == NUM_STAGES - 1 else 1
@@ -50,6 +60,7 @@ class VGG(Backbone):
                 layers.append(nn.ReLU(inplace=True))
                 in_ch = out_ch
             stage_ends.append(len(layers))
+            strides.append(stride)
             if stage < 3 or (stage == 3 and pool4):
                 layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
                 stride *= 2
@@ -57,16 +68,23 @@ class VGG(Backbone):
                 # Keeps torchvision's layer indices for conv5 when pool4 is dropped.
                 layers.append(nn.Identity())
         self.features = nn.Sequential(*layers)
-        self._out_features = ["conv5"]
-        self._out_feature_channels = {"conv5": in_ch}
-        self._out_feature_strides = {"conv5": stride}
+        self._out_features = list(out_features)
+        self._out_feature_channels = dict(zip(stage_names, channels))
+        self._out_feature_strides = dict(zip(stage_names, strides))
+        # Layer index after which each requested stage output is read.
+        self._taps = {stage_ends[stage_names.index(f)] - 1: f for f in out_features}
         # Fast R-CNN practice: the first stages keep their ImageNet filters.
         for layer in self.features[: stage_ends[freeze_at - 1] if freeze_at > 0 else 0]:
             for p in layer.parameters():
                 p.requires_grad_(False)
 
     def forward(self, x):
-        return {"conv5": self.features(x)}
+        outputs = {}
+        for index, layer in enumerate(self.features[: max(self._taps) + 1]):
+            x = layer(x)
+            if index in self._taps:
+                outputs[self._taps[index]] = x
+        return outputs
 
     def output_shape(self):
         return {
@@ -86,4 +104,5 @@ def build_vgg_backbone(cfg, input_shape):
         pool4=cfg.MODEL.VGG.POOL4,
         norm=cfg.MODEL.VGG.NORM,
         freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
+        out_features=cfg.MODEL.VGG.OUT_FEATURES,
     )

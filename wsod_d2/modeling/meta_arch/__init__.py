@@ -1,2 +1,3 @@
 from .wsod_rcnn import WSODRCNN
 from .wsol import WSOLClassifier
+from .casd_rcnn import CASDRCNN

@@ -62,8 +62,7 @@ class ContextLocNet(nn.Module):
         image_scores = torch.stack([s.sum(dim=0) for s in roi_scores.split(num_rois)])
         return roi_scores, image_scores
 
-    def losses(self, image_scores: torch.Tensor, image_labels: torch.Tensor):
-        """image_scores, image_labels: (B, C); labels multi-hot."""
+    def loss(self, image_scores: torch.Tensor, image_labels: torch.Tensor) -> torch.Tensor:
+        """image_scores, image_labels: (B, C); labels multi-hot -> scalar, unweighted."""
         signs = 2.0 * image_labels - 1.0
-        loss = F.relu(self.margin - signs * image_scores).mean()
-        return {"loss_mil": self.loss_weight * loss}
+        return F.relu(self.margin - signs * image_scores).mean()

@@ -11,8 +11,9 @@ MIL_HEAD_REGISTRY = Registry("MIL_HEAD")
 MIL_HEAD_REGISTRY.__doc__ = """
 Multiple-instance heads. Called with (cfg, input_dim); forward(features, num_rois) returns
 (roi_scores (R, C), image_scores (B, C)), in [0, 1] unless the head documents otherwise;
-losses(image_scores, labels). A head whose class attribute ``needs_context`` is True is called
-as forward(features, num_rois, frame=..., context=...) with the box-head features (R, D) of each
+loss(image_scores, labels) returns the unweighted scalar loss, weighted by the ROI heads with the
+head's ``loss_weight``. A head whose class attribute ``needs_context`` is True is called as
+forward(features, num_rois, frame=..., context=...) with the box-head features (R, D) of each
 proposal's frame and context rings as well (see context_pooling.py).
 """
 
@@ -78,9 +79,9 @@ class WSDDN(nn.Module):
         image_scores = torch.stack([s.sum(dim=0) for s in roi_scores.split(num_rois)])
         return roi_scores, image_scores
 
-    def losses(self, image_scores: torch.Tensor, image_labels: torch.Tensor):
-        """image_scores, image_labels: (B, C); labels multi-hot."""
+    def loss(self, image_scores: torch.Tensor, image_labels: torch.Tensor) -> torch.Tensor:
+        """image_scores, image_labels: (B, C); labels multi-hot -> scalar, unweighted."""
         phi = image_scores.clamp(self.eps, 1.0 - self.eps)
         loss = F.binary_cross_entropy(phi, image_labels, reduction="none").sum(dim=0)
         loss = loss.mean() if self.loss_reduction == "mean" else loss.sum()
-        return {"loss_mil": self.loss_weight * loss / image_scores.shape[0]}
+        return loss / image_scores.shape[0]

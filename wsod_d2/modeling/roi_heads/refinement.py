@@ -35,7 +35,8 @@ from ..refinement_losses import (
     regression_targets,
     weighted_smooth_l1_box_loss,
 )
-from .wsod_roi_heads import WSODROIHeads
+from ..loss_bookkeeping import put_loss
+from .wsod_roi_heads import MILOutputs, WSODROIHeads
 
 __all__ = [
     "PSEUDO_LABELER_REGISTRY",
@@ -236,7 +237,9 @@ class RefinementROIHeads(WSODROIHeads):
     """:class:`WSODROIHeads` (box head + MIL head) followed by K refinement stages.
 
     Losses: the MIL head's, then per stage k = 1..K "loss_refine{k}" and, with regression,
-    "loss_refine{k}_box_reg".
+    "loss_refine{k}_box_reg"; each term's unweighted value is logged as "raw/<name>". Training
+    takes one view (:meth:`losses`) or several views of the same images
+    (:meth:`multi_view_losses`, used by CASDRCNN).
     """
 
     @configurable
@@ -294,35 +297,93 @@ class RefinementROIHeads(WSODROIHeads):
         image_labels: torch.Tensor,
     ) -> Dict[str, torch.Tensor]:
         """image_labels: (B, C) multi-hot -> dict of losses."""
-        x, roi_scores, image_scores = self.mil_outputs(features, proposals)
-        losses = self.mil_head.losses(image_scores, image_labels)
-        num_rois = [len(p) for p in proposals]
-        boxes = [p.proposal_boxes.tensor for p in proposals]
-        supervision = roi_scores.detach().split(num_rois)
+        return self.multi_view_losses([features], [proposals], proposals, image_labels, [False])
+
+    def multi_view_losses(
+        self,
+        view_features: List[Dict[str, torch.Tensor]],
+        view_proposals: List[List[Instances]],
+        label_proposals: List[Instances],
+        image_labels: torch.Tensor,
+        flipped: List[bool],
+    ) -> Dict[str, torch.Tensor]:
+        """Losses of V views of the same B images (one view: :meth:`losses`).
+
+        view_features[v]: backbone outputs of view v; view_proposals[v][i]: image i's proposals in
+        view v, the same RoIs in the same order in every view; label_proposals[i]: those RoIs in
+        one common frame (any scale, unflipped), where the pseudo labels are built;
+        image_labels: (B, C); flipped[v]: whether view v is mirrored horizontally.
+        """
+        views = [self.mil_outputs(f, p) for f, p in zip(view_features, view_proposals)]
+        return self.losses_from_views(views, label_proposals, image_labels, flipped)
+
+    def losses_from_views(
+        self,
+        views: List[MILOutputs],
+        label_proposals: List[Instances],
+        image_labels: torch.Tensor,
+        flipped: List[bool],
+    ) -> Dict[str, torch.Tensor]:
+        """MIL and refinement losses, each the mean over views (and images).
+
+        Stage k's pseudo labels come from the mean over views of stage k-1's scores (stage 1: of
+        the MIL RoI scores), built once per image and shared by the views. Regression targets
+        are deltas, which scaling leaves unchanged and a horizontal flip negates in x.
+        """
+        losses = {}
+        mil = torch.stack([self.mil_head.loss(v.image_scores, image_labels) for v in views])
+        put_loss(losses, "loss_mil", mil.mean(), self.mil_head.loss_weight)
+        num_rois = [len(p) for p in label_proposals]
+        boxes = [p.proposal_boxes.tensor for p in label_proposals]
+        x_sign = [-1.0 if f else 1.0 for f in flipped]
+        # ContextLocNet's RoI scores may be negative; as pseudo-GT weights they would flip the
+        # sign of their losses, so stage 1 reads them clipped at 0 (a no-op for WSDDN's).
+        supervision = torch.stack([v.roi_scores for v in views]).mean(dim=0).detach().clamp(min=0)
         for k, stage in enumerate(self.stages, start=1):
-            logits, deltas = stage(x)
-            probs = F.softmax(logits, dim=1)
-            weight = self.first_stage_loss_weight if k == 1 else 1.0
-            image_deltas = deltas.split(num_rois) if deltas is not None else [None] * len(boxes)
-            cls_terms, box_terms = [], []
-            for b, s, y, p, d in zip(
-                boxes, supervision, image_labels, probs.split(num_rois), image_deltas
-            ):
-                pseudo = self.pseudo_labeler(b, s, y)
-                cls_terms.append(self.pseudo_labeler.loss(p, pseudo))
-                if d is not None:
-                    targets = regression_targets(b, pseudo, self.box2box_transform)
-                    box_terms.append(
-                        weighted_smooth_l1_box_loss(
-                            d, pseudo.labels, targets, pseudo.weights, beta=self.smooth_l1_beta
-                        )
+            pseudo = [
+                self.pseudo_labeler(b, s, y)
+                for b, s, y in zip(boxes, supervision.split(num_rois), image_labels)
+            ]
+            targets = None
+            if stage.bbox_pred is not None:
+                targets = [
+                    regression_targets(b, p, self.box2box_transform) for b, p in zip(boxes, pseudo)
+                ]
+            cls_terms, box_terms, view_probs = [], [], []
+            for view, sign in zip(views, x_sign):
+                logits, deltas = stage(self.stage_inputs(stage, view, pseudo))
+                probs = F.softmax(logits, dim=1)
+                view_probs.append(probs)
+                cls_terms += [
+                    self.pseudo_labeler.loss(p, pl) for p, pl in zip(probs.split(num_rois), pseudo)
+                ]
+                if deltas is None:
+                    continue
+                flip = deltas.new_tensor([sign, 1.0, 1.0, 1.0])
+                box_terms += [
+                    weighted_smooth_l1_box_loss(
+                        d, pl.labels, t * flip, pl.weights, beta=self.smooth_l1_beta
                     )
-            losses[f"loss_refine{k}"] = weight * torch.stack(cls_terms).mean()
+                    for d, pl, t in zip(deltas.split(num_rois), pseudo, targets)
+                ]
+            weight = self.first_stage_loss_weight if k == 1 else 1.0
+            put_loss(losses, f"loss_refine{k}", torch.stack(cls_terms).mean(), weight)
             if box_terms:
-                box_weight = weight * self.box_reg_loss_weight
-                losses[f"loss_refine{k}_box_reg"] = box_weight * torch.stack(box_terms).mean()
-            supervision = probs[:, 1:].detach().split(num_rois)
+                put_loss(
+                    losses,
+                    f"loss_refine{k}_box_reg",
+                    torch.stack(box_terms).mean(),
+                    weight * self.box_reg_loss_weight,
+                )
+            supervision = torch.stack(view_probs).mean(dim=0)[:, 1:].detach()
         return losses
+
+    def stage_inputs(
+        self, stage: RefinementStage, view: MILOutputs, pseudo: List[PseudoLabels]
+    ) -> torch.Tensor:
+        """Features (R, fc_dim) that ``stage`` classifies in training: the box-head features;
+        subclasses may alter them (CASD's Inverted Attention)."""
+        return view.x
 
     def predict(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
         """Per-proposal outputs before NMS, in the coordinates of ``proposals``.
@@ -330,11 +391,11 @@ class RefinementROIHeads(WSODROIHeads):
         Returns boxes: per image (R, 4), or (R, 4C) with regression; scores: per image (R, C);
         image_scores: (B, C) of the MIL head.
         """
-        x, roi_scores, image_scores = self.mil_outputs(features, proposals)
+        mil = self.mil_outputs(features, proposals)
         num_rois = [len(p) for p in proposals]
-        outputs = [stage(x) for stage in self.stages]
+        outputs = [stage(mil.x) for stage in self.stages]
         scores = average_stage_scores(
-            [logits for logits, _ in outputs], roi_scores if self.test_include_mil else None
+            [logits for logits, _ in outputs], mil.roi_scores if self.test_include_mil else None
         )
         proposal_boxes = torch.cat([p.proposal_boxes.tensor for p in proposals])
         deltas = [d for _, d in outputs if d is not None]
@@ -343,4 +404,4 @@ class RefinementROIHeads(WSODROIHeads):
             if deltas
             else proposal_boxes
         )
-        return list(boxes.split(num_rois)), list(scores.split(num_rois)), image_scores
+        return list(boxes.split(num_rois)), list(scores.split(num_rois)), mil.image_scores

@@ -1,4 +1,5 @@
 """ROI heads of a WSOD detector: pool the precomputed proposals, fc6/fc7, a MIL head."""
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import torch
@@ -10,8 +11,19 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, build_box_head
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.structures import Instances
 
+from ..loss_bookkeeping import put_loss
 from .context_pooling import RingPooler
 from .mil import build_mil_head
+
+
+@dataclass
+class MILOutputs:
+    """What the box head and the MIL head compute for the proposals of a batch (R in all)."""
+
+    pooled: torch.Tensor  # (R, D, P, P) pooled RoI features
+    x: torch.Tensor  # (R, fc_dim) box-head (fc7) features
+    roi_scores: torch.Tensor  # (R, C)
+    image_scores: torch.Tensor  # (B, C)
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -91,18 +103,19 @@ class WSODROIHeads(nn.Module):
         )
         return pooled, self.box_head(pooled)
 
-    def mil_outputs(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
-        """Box-head features x (R, fc_dim) and the MIL head's (roi_scores (R, C),
-        image_scores (B, C))."""
-        _, x = self.roi_features(features, proposals)
+    def mil_outputs(
+        self, features: Dict[str, torch.Tensor], proposals: List[Instances]
+    ) -> MILOutputs:
+        """Pooled and box-head features of the proposals and the MIL head's scores."""
+        pooled, x = self.roi_features(features, proposals)
         num_rois = [len(p) for p in proposals]
         if self.frame_pooler is None:
-            return x, *self.mil_head(x, num_rois)
+            return MILOutputs(pooled, x, *self.mil_head(x, num_rois))
         maps = [features[f] for f in self.in_features]
         boxes = [p.proposal_boxes for p in proposals]
         frame = self.box_head(self.frame_pooler(maps, boxes))
         context = self.box_head(self.context_pooler(maps, boxes))
-        return x, *self.mil_head(x, num_rois, frame=frame, context=context)
+        return MILOutputs(pooled, x, *self.mil_head(x, num_rois, frame=frame, context=context))
 
     def forward(
         self,
@@ -125,9 +138,16 @@ class WSODROIHeads(nn.Module):
         proposals: List[Instances],
         image_labels: torch.Tensor,
     ) -> Dict[str, torch.Tensor]:
-        """image_labels: (B, C) multi-hot -> dict of losses."""
-        _, _, image_scores = self.mil_outputs(features, proposals)
-        return self.mil_head.losses(image_scores, image_labels)
+        """image_labels: (B, C) multi-hot -> {"loss_mil"}."""
+        losses = {}
+        image_scores = self.mil_outputs(features, proposals).image_scores
+        put_loss(
+            losses,
+            "loss_mil",
+            self.mil_head.loss(image_scores, image_labels),
+            self.mil_head.loss_weight,
+        )
+        return losses
 
     def predict(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
         """Per-proposal outputs before NMS, in the coordinates of ``proposals``.
@@ -135,9 +155,9 @@ class WSODROIHeads(nn.Module):
         Returns boxes: per image (R, 4) or class-specific (R, 4C); scores: per image (R, C);
         image_scores: (B, C).
         """
-        _, roi_scores, image_scores = self.mil_outputs(features, proposals)
+        out = self.mil_outputs(features, proposals)
         boxes = [p.proposal_boxes.tensor for p in proposals]
-        return boxes, list(roi_scores.split([len(p) for p in proposals])), image_scores
+        return boxes, list(out.roi_scores.split([len(p) for p in proposals])), out.image_scores
 
     def detections(self, boxes, scores, proposals: List[Instances]) -> List[Instances]:
         """boxes: per image (R, 4) or class-specific (R, 4C); scores: per image (R, C)."""

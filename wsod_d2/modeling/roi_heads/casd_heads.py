@@ -1,0 +1,229 @@
+"""CASDROIHeads: refinement heads with CASD's attention self-distillation (image-wise, layer-wise)
+and Inverted Attention, each a config switch (MODEL.CASD). The math is in ``modeling/casd.py``.
+
+Choices where the paper is silent and the authors released nothing (layer-wise CASD):
+
+- a layer's RoI attention is :func:`roi_attention_maps` of that layer's features pooled at the
+  RoI with the box pooler's type and resolution (so every layer lands on the same grid);
+- LW alone: per view, each layer's map is distilled toward the max over the layers, summed over
+  views; LW with IW on ("comprehensive" CASD): one target, the max over all views and layers
+  (flipped views mirrored back), each view-layer map distilled toward it;
+- both losses are sums over their maps of the per-element mean squared error.
+"""
+import contextlib
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.modeling.poolers import ROIPooler
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
+from detectron2.structures import Instances
+from detectron2.utils.events import get_event_storage
+
+from ..casd import (
+    apply_inverted_attention,
+    image_wise_distillation_loss,
+    inverted_attention_mask,
+    layer_wise_distillation_loss,
+    roi_attention_maps,
+    select_ia_rois,
+    stack_view_layer_maps,
+)
+from ..loss_bookkeeping import put_loss
+from ..pseudo_labels import PseudoLabels
+from .refinement import RefinementROIHeads, RefinementStage
+from .wsod_roi_heads import MILOutputs
+
+
+@contextlib.contextmanager
+def _eval_mode(*modules):
+    """Dropout off inside the block (IA measures the probability drop deterministically)."""
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.train(False)
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
+@ROI_HEADS_REGISTRY.register()
+class CASDROIHeads(RefinementROIHeads):
+    """:class:`RefinementROIHeads` plus, in multi-view training (CASDRCNN):
+
+    - "loss_casd_iw" (``iw_weight`` > 0): image-wise distillation of the conv RoI attention;
+    - "loss_casd_lw" (``lw_weight`` > 0): layer-wise distillation over ``lw_poolers``' layers;
+    - Inverted Attention (``ia_enabled``): each refinement stage (classifier and regression)
+      sees RoI features with the most attended cells of some RoIs erased; the MIL head never does.
+
+    All switches off: exactly RefinementROIHeads. Test: unchanged.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        iw_weight: float,
+        lw_weight: float,
+        lw_poolers: Dict[str, ROIPooler],
+        attention_transform: str,
+        ia_enabled: bool,
+        ia_top_cells: List[int],
+        ia_drop_cells: List[int],
+        ia_fg_fraction: List[float],
+        ia_bg_fraction: List[float],
+        ia_late_start_iter: int,
+        ia_min_drop: float,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        schedules = (ia_top_cells, ia_drop_cells, ia_fg_fraction, ia_bg_fraction)
+        if any(len(s) != 2 for s in schedules):
+            raise ValueError(
+                "MODEL.CASD.IA.{TOP_CELLS, DROP_CELLS, FG_FRACTION, BG_FRACTION} each need two "
+                f"values (early, late), got {[list(s) for s in schedules]}"
+            )
+        if lw_weight > 0 and len(lw_poolers) < 2:
+            raise ValueError(
+                f"MODEL.CASD.LW_LAYERS needs at least two layers, got {list(lw_poolers)}"
+            )
+        self.iw_weight = iw_weight
+        self.lw_weight = lw_weight
+        self.lw_poolers = lw_poolers
+        self.attention_transform = attention_transform
+        self.ia_enabled = ia_enabled
+        # (early, late) values of (top_cells, drop_cells, fg_fraction, bg_fraction)
+        self.ia_schedule = list(zip(*schedules))
+        self.ia_late_start_iter = ia_late_start_iter
+        self.ia_min_drop = ia_min_drop
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        c = cfg.MODEL.CASD
+        lw_poolers = {}
+        if c.LW_WEIGHT > 0:
+            box = cfg.MODEL.ROI_BOX_HEAD
+            for name in c.LW_LAYERS:
+                if name not in input_shape:
+                    raise ValueError(
+                        f"MODEL.CASD.LW_LAYERS: {name!r} is not a backbone output "
+                        f"({sorted(input_shape)}); add it to the backbone's out features "
+                        "(MODEL.VGG.OUT_FEATURES)"
+                    )
+                lw_poolers[name] = ROIPooler(
+                    output_size=box.POOLER_RESOLUTION,
+                    scales=(1.0 / input_shape[name].stride,),
+                    sampling_ratio=box.POOLER_SAMPLING_RATIO,
+                    pooler_type=box.POOLER_TYPE,
+                )
+        ret.update(
+            iw_weight=c.IW_WEIGHT,
+            lw_weight=c.LW_WEIGHT,
+            lw_poolers=lw_poolers,
+            attention_transform=c.ATTENTION_TRANSFORM,
+            ia_enabled=c.IA.ENABLED,
+            ia_top_cells=c.IA.TOP_CELLS,
+            ia_drop_cells=c.IA.DROP_CELLS,
+            ia_fg_fraction=c.IA.FG_FRACTION,
+            ia_bg_fraction=c.IA.BG_FRACTION,
+            ia_late_start_iter=c.IA.LATE_START_ITER,
+            ia_min_drop=c.IA.MIN_DROP,
+        )
+        return ret
+
+    def multi_view_losses(
+        self,
+        view_features: List[Dict[str, torch.Tensor]],
+        view_proposals: List[List[Instances]],
+        label_proposals: List[Instances],
+        image_labels: torch.Tensor,
+        flipped: List[bool],
+    ) -> Dict[str, torch.Tensor]:
+        views = [self.mil_outputs(f, p) for f, p in zip(view_features, view_proposals)]
+        losses = self.losses_from_views(views, label_proposals, image_labels, flipped)
+        if self.iw_weight > 0 or self.lw_weight > 0:
+            losses.update(self.distillation_losses(views, view_features, view_proposals, flipped))
+        return losses
+
+    def distillation_losses(
+        self,
+        views: List[MILOutputs],
+        view_features: List[Dict[str, torch.Tensor]],
+        view_proposals: List[List[Instances]],
+        flipped: List[bool],
+    ) -> Dict[str, torch.Tensor]:
+        """ "loss_casd_iw" and / or "loss_casd_lw" of V views (see the module docstring)."""
+        losses = {}
+        flips = torch.tensor(flipped, device=views[0].pooled.device)
+        # (V, R, P, P) attention of the ROI heads' own pooled features
+        head_maps = torch.stack(
+            [roi_attention_maps(v.pooled, transform=self.attention_transform) for v in views]
+        )
+        if self.iw_weight > 0:
+            iw = image_wise_distillation_loss(head_maps, flips)
+            put_loss(losses, "loss_casd_iw", iw, self.iw_weight)
+        if self.lw_weight > 0:
+            layer_maps = [
+                self._layer_maps(name, view_features, view_proposals) for name in self.lw_poolers
+            ]
+            if self.iw_weight > 0:
+                stacked = stack_view_layer_maps(layer_maps, flips, tuple(head_maps.shape[-2:]))
+                lw = layer_wise_distillation_loss(stacked)
+            else:
+                per_view = torch.stack(layer_maps, dim=1)  # (V, L, R, P, P)
+                lw = sum(layer_wise_distillation_loss(maps) for maps in per_view)
+            put_loss(losses, "loss_casd_lw", lw, self.lw_weight)
+        return losses
+
+    def _layer_maps(self, name, view_features, view_proposals) -> torch.Tensor:
+        """(V, R, P, P) RoI attention of backbone output ``name`` in every view."""
+        pooler = self.lw_poolers[name]
+        return torch.stack(
+            [
+                roi_attention_maps(
+                    pooler([f[name]], [p.proposal_boxes for p in props]),
+                    transform=self.attention_transform,
+                )
+                for f, props in zip(view_features, view_proposals)
+            ]
+        )
+
+    def stage_inputs(
+        self, stage: RefinementStage, view: MILOutputs, pseudo: List[PseudoLabels]
+    ) -> torch.Tensor:
+        """With IA on: the box head on the pooled features with the selected RoIs' masks applied
+        (steps in :func:`select_ia_rois`); otherwise the plain box-head features."""
+        if not (self.ia_enabled and self.training):
+            return view.x
+        late = get_event_storage().iter >= self.ia_late_start_iter
+        top_cells, drop_cells, fg_fraction, bg_fraction = self.ia_schedule[int(late)]
+        labels = torch.cat([p.labels for p in pseudo])
+        feats = view.pooled.detach().requires_grad_()
+        with _eval_mode(self.box_head, stage), torch.enable_grad():
+            logits = stage(self.box_head(feats))[0]
+            (grads,) = torch.autograd.grad(logits.gather(1, labels[:, None]).sum(), feats)
+        mask = inverted_attention_mask(feats, grads, top_cells=top_cells, drop_cells=drop_cells)
+        with _eval_mode(self.box_head, stage), torch.no_grad():
+            masked_logits = stage(self.box_head(feats.detach() * mask[:, None]))[0]
+        before = F.softmax(logits.detach(), dim=1).gather(1, labels[:, None])[:, 0]
+        after = F.softmax(masked_logits, dim=1).gather(1, labels[:, None])[:, 0]
+        num_rois = [len(p.labels) for p in pseudo]
+        selected = torch.cat(
+            [
+                select_ia_rois(
+                    b,
+                    a,
+                    y > 0,
+                    fg_fraction=fg_fraction,
+                    bg_fraction=bg_fraction,
+                    min_drop=self.ia_min_drop,
+                )
+                for b, a, y in zip(
+                    before.split(num_rois), after.split(num_rois), labels.split(num_rois)
+                )
+            ]
+        )
+        return self.box_head(apply_inverted_attention(view.pooled, mask, selected))

@@ -1,15 +1,18 @@
 #!/usr/bin/env python
-"""Speed tables: ``tools/benchmark.py [--only pseudo-labels|step|wsol-metrics] [--device cpu]``.
+"""Speed tables: ``tools/benchmark.py [--only SECTION ...] [--device cpu]``, sections below.
 
 - pseudo-labels: each pseudo-labeller's time for R in {500, 2000, 5000}, C = 20, 3 positives.
 - step: the share of a VGG16 training step (480 px, 2000 proposals, CPU) spent after RoI
   pooling outside fc6/fc7, for OICR, PCL and MIST refinement (target: under 5%).
+- casd: a full-CASD step (IW + LW + IA, VGG16, 2 scales x flip = 4 views, 300 proposals, short
+  sides 240/288) against the sum of plain refinement steps on each view (target: under 30%).
 - wsol-metrics: WSOL box-metric throughput (maps/s at 224x224, 100 thresholds) against the
   reference protocol's one-findContours-per-threshold implementation on the same input.
 """
 import argparse
 import os
 
+from wsod_d2.utils.bench_casd import benchmark_casd_overhead
 from wsod_d2.utils.bench_pseudo_labels import benchmark_pseudo_labellers
 from wsod_d2.utils.bench_step import benchmark_step_share
 from wsod_d2.utils.bench_wsol import benchmark_wsol_metrics
@@ -32,6 +35,15 @@ def step(device):
         print(f"| {name} | {r['step_s']:.2f} | {r['after_fc7_s']:.3f} | {100 * r['share']:.1f}% |")
 
 
+def casd(device):
+    path = os.path.join(REPO, "configs", "PascalVOC-Detection", "casd", "full.yaml")
+    r = benchmark_casd_overhead(path, device=device)
+    print(f"| step over the {r['num_views']} views | s | overhead |\n|---|---|---|")
+    print(f"| plain refinement, one view at a time, summed | {r['views_s']:.2f} | - |")
+    for v in r["variants"]:
+        print(f"| {v['name']} | {v['s']:.2f} | {100 * v['overhead']:.0f}% |")
+
+
 def wsol_metrics(device):
     r = benchmark_wsol_metrics()
     print("| implementation | maps/s |\n|---|---|")
@@ -40,13 +52,20 @@ def wsol_metrics(device):
     print(f"\nspeed-up: {r['speedup']:.2f}x")
 
 
-SECTIONS = {"pseudo-labels": pseudo_labels, "step": step, "wsol-metrics": wsol_metrics}
+SECTIONS = {
+    "pseudo-labels": pseudo_labels,
+    "step": step,
+    "casd": casd,
+    "wsol-metrics": wsol_metrics,
+}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", choices=sorted(SECTIONS), action="append")
-    parser.add_argument("--device", default="cpu", help="device of the pseudo-labeller timing")
+    parser.add_argument(
+        "--device", default="cpu", help="device of the pseudo-labeller and CASD timings"
+    )
     args = parser.parse_args()
     for name in args.only or SECTIONS:
         print(f"\n## {name}\n")

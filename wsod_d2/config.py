@@ -89,6 +89,10 @@ def add_detection_heads_config(cfg):
     cfg.MODEL.MIL.CONTEXT_SCALE = 1.8
     # ContextLocNet: margin of the hinge loss max(0, margin - y' score) on image scores.
     cfg.MODEL.MIL.HINGE_MARGIN = 1.0
+    # ContextLocNet: RoI scores (test, and the refinement stages' pseudo labels): "raw"
+    # fc8c * softmax_r(L) (the paper's, may be negative) or "softmax" softmax_c(fc8c) * softmax_r(L)
+    # (CASD's, in [0, 1]; required under refinement stages).
+    cfg.MODEL.MIL.CONTEXT_ROI_SCORES = "raw"
 
     # Online refinement stages after the MIL head (ROI_HEADS.NAME "RefinementROIHeads").
     cfg.MODEL.REFINEMENT = CN()
@@ -172,6 +176,9 @@ def add_casd_config(cfg):
     cfg.MODEL.CASD.IA.LATE_START_ITER = 60000
     # A RoI keeps its mask only if its pseudo-class probability drops by more than this.
     cfg.MODEL.CASD.IA.MIN_DROP = 0.02
+    # RoIs per image that IA ranks: up to this many random (foreground, other) ones, as the
+    # released code ranks its 32 + 96 sampled RoIs; the cost of IA grows with them. <= 0: all.
+    cfg.MODEL.CASD.IA.CANDIDATES = (32, 96)
 
 
 def add_wsol_config(cfg):

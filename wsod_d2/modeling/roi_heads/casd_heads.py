@@ -76,6 +76,7 @@ class CASDROIHeads(RefinementROIHeads):
         ia_bg_fraction: List[float],
         ia_late_start_iter: int,
         ia_min_drop: float,
+        ia_candidates: List[int],
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -84,6 +85,11 @@ class CASDROIHeads(RefinementROIHeads):
             raise ValueError(
                 "MODEL.CASD.IA.{TOP_CELLS, DROP_CELLS, FG_FRACTION, BG_FRACTION} each need two "
                 f"values (early, late), got {[list(s) for s in schedules]}"
+            )
+        if len(ia_candidates) != 2:
+            raise ValueError(
+                "MODEL.CASD.IA.CANDIDATES needs two counts (foreground, other), got "
+                f"{list(ia_candidates)}"
             )
         if lw_weight > 0 and len(lw_poolers) < 2:
             raise ValueError(
@@ -98,6 +104,7 @@ class CASDROIHeads(RefinementROIHeads):
         self.ia_schedule = list(zip(*schedules))
         self.ia_late_start_iter = ia_late_start_iter
         self.ia_min_drop = ia_min_drop
+        self.ia_candidates = list(ia_candidates)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -131,6 +138,7 @@ class CASDROIHeads(RefinementROIHeads):
             ia_bg_fraction=c.IA.BG_FRACTION,
             ia_late_start_iter=c.IA.LATE_START_ITER,
             ia_min_drop=c.IA.MIN_DROP,
+            ia_candidates=c.IA.CANDIDATES,
         )
         return ret
 
@@ -194,36 +202,57 @@ class CASDROIHeads(RefinementROIHeads):
     def stage_inputs(
         self, stage: RefinementStage, view: MILOutputs, pseudo: List[PseudoLabels]
     ) -> torch.Tensor:
-        """With IA on: the box head on the pooled features with the selected RoIs' masks applied
-        (steps in :func:`select_ia_rois`); otherwise the plain box-head features."""
+        """With IA on: the box-head features, those of the selected RoIs recomputed from their
+        masked pooled features (steps in :func:`select_ia_rois`); otherwise the plain ones."""
         if not (self.ia_enabled and self.training):
             return view.x
         late = get_event_storage().iter >= self.ia_late_start_iter
         top_cells, drop_cells, fg_fraction, bg_fraction = self.ia_schedule[int(late)]
         labels = torch.cat([p.labels for p in pseudo])
-        feats = view.pooled.detach().requires_grad_()
+        candidates = self._ia_candidates(pseudo)
+        index = torch.cat(candidates)
+        y = labels[index]
+        feats = view.pooled[index].detach().requires_grad_()
         with _eval_mode(self.box_head, stage), torch.enable_grad():
             logits = stage(self.box_head(feats))[0]
-            (grads,) = torch.autograd.grad(logits.gather(1, labels[:, None]).sum(), feats)
+            (grads,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), feats)
         mask = inverted_attention_mask(feats, grads, top_cells=top_cells, drop_cells=drop_cells)
         with _eval_mode(self.box_head, stage), torch.no_grad():
             masked_logits = stage(self.box_head(feats.detach() * mask[:, None]))[0]
-        before = F.softmax(logits.detach(), dim=1).gather(1, labels[:, None])[:, 0]
-        after = F.softmax(masked_logits, dim=1).gather(1, labels[:, None])[:, 0]
-        num_rois = [len(p.labels) for p in pseudo]
+        before = F.softmax(logits.detach(), dim=1).gather(1, y[:, None])[:, 0]
+        after = F.softmax(masked_logits, dim=1).gather(1, y[:, None])[:, 0]
+        counts = [len(c) for c in candidates]
         selected = torch.cat(
             [
                 select_ia_rois(
                     b,
                     a,
-                    y > 0,
+                    fg > 0,
                     fg_fraction=fg_fraction,
                     bg_fraction=bg_fraction,
                     min_drop=self.ia_min_drop,
                 )
-                for b, a, y in zip(
-                    before.split(num_rois), after.split(num_rois), labels.split(num_rois)
-                )
+                for b, a, fg in zip(before.split(counts), after.split(counts), y.split(counts))
             ]
         )
-        return self.box_head(apply_inverted_attention(view.pooled, mask, selected))
+        # Only the selected RoIs go through the box head again; the others keep their features.
+        erased = apply_inverted_attention(view.pooled[index], mask, selected)[selected]
+        return view.x.index_put((index[selected],), self.box_head(erased))
+
+    def _ia_candidates(self, pseudo: List[PseudoLabels]) -> List[torch.Tensor]:
+        """Per image, the batch-wide indices of the RoIs IA ranks: up to ``ia_candidates`` =
+        (foreground, other) RoIs drawn at random (the released code ranks its 32 + 96 sampled
+        RoIs); a count <= 0 takes them all."""
+        out, offset = [], 0
+        for p in pseudo:
+            fg = p.labels > 0
+            picks = []
+            for group, limit in zip(
+                (fg.nonzero()[:, 0], (~fg).nonzero()[:, 0]), self.ia_candidates
+            ):
+                if 0 < limit < len(group):
+                    group = group[torch.randperm(len(group), device=group.device)[:limit]]
+                picks.append(group)
+            out.append(torch.cat(picks).sort().values + offset)
+            offset += len(p.labels)
+        return out

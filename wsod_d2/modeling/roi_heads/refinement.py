@@ -261,6 +261,12 @@ class RefinementROIHeads(WSODROIHeads):
                 "RefinementROIHeads: with MODEL.REFINEMENT.NUM_STAGES = 0 the test scores can only "
                 "come from the MIL head; set MODEL.REFINEMENT.TEST_INCLUDE_MIL True"
             )
+        if not getattr(self.mil_head, "nonnegative_roi_scores", True):
+            # Pseudo-GT weights come from these scores; a negative one flips its loss's sign.
+            raise ValueError(
+                f"RefinementROIHeads: the {type(self.mil_head).__name__} MIL head's RoI scores may "
+                "be negative; with refinement stages set MODEL.MIL.CONTEXT_ROI_SCORES 'softmax'"
+            )
         self.stages = stages
         self.pseudo_labeler = pseudo_labeler
         self.first_stage_loss_weight = first_stage_loss_weight
@@ -336,9 +342,7 @@ class RefinementROIHeads(WSODROIHeads):
         num_rois = [len(p) for p in label_proposals]
         boxes = [p.proposal_boxes.tensor for p in label_proposals]
         x_sign = [-1.0 if f else 1.0 for f in flipped]
-        # ContextLocNet's RoI scores may be negative; as pseudo-GT weights they would flip the
-        # sign of their losses, so stage 1 reads them clipped at 0 (a no-op for WSDDN's).
-        supervision = torch.stack([v.roi_scores for v in views]).mean(dim=0).detach().clamp(min=0)
+        supervision = torch.stack([v.roi_scores for v in views]).mean(dim=0).detach()
         for k, stage in enumerate(self.stages, start=1):
             pseudo = [
                 self.pseudo_labeler(b, s, y)

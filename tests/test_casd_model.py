@@ -15,31 +15,23 @@ BASE = "configs/Synthetic/casd/Base-CASD-tiny.yaml"
 NUM_PROPOSALS = 24
 
 
-def make_cfg(*opts):
+def make_cfg(overrides=None):
+    """The tiny CASD config on an even smaller network; ``overrides``: {key: value string}."""
     cfg = get_cfg()
     add_wsod_config(cfg)
     cfg.merge_from_file(BASE)
-    cfg.merge_from_list(
-        [
-            "MODEL.DEVICE",
-            "cpu",
-            "MODEL.VGG.CHANNELS",
-            "[8, 8, 16, 16, 16]",
-            "MODEL.ROI_BOX_HEAD.FC_DIM",
-            "32",
-            "MODEL.ROI_BOX_HEAD.DROPOUT",
-            "0.0",
-            "MODEL.ROI_HEADS.NUM_CLASSES",
-            "4",
-            "INPUT.MIN_SIZE_TRAIN",
-            "(48, 64)",
-            "INPUT.MAX_SIZE_TRAIN",
-            "100",
-            "INPUT.VIEWS.NUM_PROPOSALS",
-            str(NUM_PROPOSALS),
-        ]
-        + list(opts)
-    )
+    options = {
+        "MODEL.DEVICE": "cpu",
+        "MODEL.VGG.CHANNELS": "[8, 8, 16, 16, 16]",
+        "MODEL.ROI_BOX_HEAD.FC_DIM": "32",
+        "MODEL.ROI_BOX_HEAD.DROPOUT": "0.0",
+        "MODEL.ROI_HEADS.NUM_CLASSES": "4",
+        "INPUT.MIN_SIZE_TRAIN": "(48, 64)",
+        "INPUT.MAX_SIZE_TRAIN": "100",
+        "INPUT.VIEWS.NUM_PROPOSALS": str(NUM_PROPOSALS),
+        **(overrides or {}),
+    }
+    cfg.merge_from_list([item for pair in options.items() for item in pair])
     return cfg
 
 
@@ -74,7 +66,7 @@ def losses_of(model, batch):
 
 
 def test_mapper_views_share_one_proposal_subset(record):
-    cfg = make_cfg("INPUT.VIEWS.NUM_SCALES", "2")
+    cfg = make_cfg({"INPUT.VIEWS.NUM_SCALES": "2"})
     (out,) = batch_of(cfg, record, n=1)
     original = out["proposals"]
     assert original.image_size == (60, 80) and len(original) == NUM_PROPOSALS
@@ -92,16 +84,21 @@ def test_mapper_views_share_one_proposal_subset(record):
         assert torch.allclose(view["proposals"].proposal_boxes.tensor, expected, atol=1e-3)
     assert out["image_labels"].tolist() == [0.0, 1.0, 0.0, 1.0]
     with pytest.raises(ValueError, match="INPUT.VIEWS.NUM_SCALES"):
-        MultiViewWSODDatasetMapper(make_cfg("INPUT.VIEWS.NUM_SCALES", "3"))
+        MultiViewWSODDatasetMapper(make_cfg({"INPUT.VIEWS.NUM_SCALES": "3"}))
 
 
 def test_photometric_augmentation_moves_pixels_not_boxes(record):
-    fixed = ("INPUT.VIEWS.NUM_SCALES", "1", "INPUT.MIN_SIZE_TRAIN", "(48,)")
-    fixed += ("INPUT.VIEWS.NUM_PROPOSALS", "0")
-    plain = batch_of(make_cfg(*fixed), record, n=1)[0]
-    cfg = make_cfg(
-        *fixed, "INPUT.PHOTOMETRIC.ENABLED", "True", "INPUT.PHOTOMETRIC.BRIGHTNESS", "(0.5, 0.6)"
-    )
+    fixed = {
+        "INPUT.VIEWS.NUM_SCALES": "1",
+        "INPUT.MIN_SIZE_TRAIN": "(48,)",
+        "INPUT.VIEWS.NUM_PROPOSALS": "0",
+    }
+    plain = batch_of(make_cfg(fixed), record, n=1)[0]
+    photometric = {
+        "INPUT.PHOTOMETRIC.ENABLED": "True",
+        "INPUT.PHOTOMETRIC.BRIGHTNESS": "(0.5, 0.6)",
+    }
+    cfg = make_cfg({**fixed, **photometric})
     changed = [batch_of(cfg, record, n=1, seed=s)[0] for s in range(4)]
     assert any(not torch.equal(c["views"][0]["image"], plain["views"][0]["image"]) for c in changed)
     for c in changed:
@@ -112,7 +109,7 @@ def test_photometric_augmentation_moves_pixels_not_boxes(record):
 
 def test_all_switches_off_equals_refinement_baseline(record):
     """One unflipped view, CASD off: CASDRCNN + CASDROIHeads give RefinementROIHeads' losses."""
-    cfg = make_cfg("INPUT.VIEWS.NUM_SCALES", "1", "INPUT.VIEWS.FLIP", "False")
+    cfg = make_cfg({"INPUT.VIEWS.NUM_SCALES": "1", "INPUT.VIEWS.FLIP": "False"})
     torch.manual_seed(0)
     casd = build_model(cfg).train()
     base_cfg = cfg.clone()
@@ -141,12 +138,11 @@ def test_all_switches_off_equals_refinement_baseline(record):
 
 def test_each_casd_term_reaches_the_backbone(record):
     cfg = make_cfg(
-        "INPUT.VIEWS.NUM_SCALES",
-        "1",
-        "MODEL.CASD.IW_WEIGHT",
-        "0.1",
-        "MODEL.CASD.LW_WEIGHT",
-        "0.1",
+        {
+            "INPUT.VIEWS.NUM_SCALES": "1",
+            "MODEL.CASD.IW_WEIGHT": "0.1",
+            "MODEL.CASD.LW_WEIGHT": "0.1",
+        }
     )
     torch.manual_seed(0)
     model = build_model(cfg).train()
@@ -164,20 +160,15 @@ def test_each_casd_term_reaches_the_backbone(record):
 
 def test_inverted_attention_masks_configured_cells_and_share(record, monkeypatch):
     cfg = make_cfg(
-        "INPUT.VIEWS.NUM_SCALES",
-        "1",
-        "MODEL.CASD.IA.ENABLED",
-        "True",
-        "MODEL.CASD.IA.MIN_DROP",
-        "-1.0",  # every RoI qualifies: the shares are exact
-        "MODEL.CASD.IA.TOP_CELLS",
-        "(20, 29)",
-        "MODEL.CASD.IA.DROP_CELLS",
-        "(7, 20)",
-        "MODEL.CASD.IA.FG_FRACTION",
-        "(0.25, 0.2)",
-        "MODEL.CASD.IA.BG_FRACTION",
-        "(0.1, 0.05)",
+        {
+            "INPUT.VIEWS.NUM_SCALES": "1",
+            "MODEL.CASD.IA.ENABLED": "True",
+            "MODEL.CASD.IA.MIN_DROP": "-1.0",
+            "MODEL.CASD.IA.TOP_CELLS": "(20, 29)",
+            "MODEL.CASD.IA.DROP_CELLS": "(7, 20)",
+            "MODEL.CASD.IA.FG_FRACTION": "(0.25, 0.2)",
+            "MODEL.CASD.IA.BG_FRACTION": "(0.1, 0.05)",
+        }
     )
     torch.manual_seed(0)
     model = build_model(cfg).train()
@@ -209,7 +200,7 @@ def test_inverted_attention_masks_configured_cells_and_share(record, monkeypatch
             want = int(np.floor(n_fg * 0.25 + 0.5)) + int(np.floor((len(is_fg) - n_fg) * 0.1 + 0.5))
             assert int(selected.sum()) == want
     # The MIL head sees the same features with IA on and off.
-    off = build_model(make_cfg("INPUT.VIEWS.NUM_SCALES", "1")).train()
+    off = build_model(make_cfg({"INPUT.VIEWS.NUM_SCALES": "1"})).train()
     off.load_state_dict(model.state_dict())
     ia_inputs = list(mil_inputs)
     mil_inputs.clear()
@@ -228,7 +219,7 @@ def test_inverted_attention_masks_configured_cells_and_share(record, monkeypatch
 
 
 def test_casd_rcnn_needs_multi_view_input(record):
-    cfg = make_cfg("INPUT.VIEWS.NUM_SCALES", "1")
+    cfg = make_cfg({"INPUT.VIEWS.NUM_SCALES": "1"})
     model = build_model(cfg).train()
     x = batch_of(cfg, record, n=1)[0]
     single = {
@@ -248,16 +239,13 @@ def test_casd_rcnn_needs_multi_view_input(record):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_full_casd_trains_on_cuda(record):
     cfg = make_cfg(
-        "MODEL.DEVICE",
-        "cuda",
-        "INPUT.VIEWS.NUM_SCALES",
-        "2",
-        "MODEL.CASD.IW_WEIGHT",
-        "0.1",
-        "MODEL.CASD.LW_WEIGHT",
-        "0.1",
-        "MODEL.CASD.IA.ENABLED",
-        "True",
+        {
+            "MODEL.DEVICE": "cuda",
+            "INPUT.VIEWS.NUM_SCALES": "2",
+            "MODEL.CASD.IW_WEIGHT": "0.1",
+            "MODEL.CASD.LW_WEIGHT": "0.1",
+            "MODEL.CASD.IA.ENABLED": "True",
+        }
     )
     model = build_model(cfg).train()
     losses, _ = losses_of(model, batch_of(cfg, record))
@@ -267,8 +255,8 @@ def test_full_casd_trains_on_cuda(record):
 
 def test_refinement_needs_nonnegative_contextlocnet_scores(record):
     with pytest.raises(ValueError, match="CONTEXT_ROI_SCORES"):
-        build_model(make_cfg("MODEL.MIL.CONTEXT_ROI_SCORES", "raw"))
-    cfg = make_cfg("INPUT.VIEWS.NUM_SCALES", "1")
+        build_model(make_cfg({"MODEL.MIL.CONTEXT_ROI_SCORES": "raw"}))
+    cfg = make_cfg({"INPUT.VIEWS.NUM_SCALES": "1"})
     model = build_model(cfg).train()
     x = batch_of(cfg, record, n=1)[0]["views"][0]
     features = model.backbone(model.preprocess_image([x]).tensor)

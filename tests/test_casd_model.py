@@ -9,6 +9,7 @@ from PIL import Image
 
 from wsod_d2 import add_wsod_config
 from wsod_d2.data.multiview_mapper import MultiViewWSODDatasetMapper
+from wsod_d2.modeling.casd import layer_wise_distillation_loss, stack_view_layer_maps
 from wsod_d2.modeling.roi_heads import casd_heads
 
 BASE = "configs/Synthetic/casd/Base-CASD-tiny.yaml"
@@ -263,3 +264,26 @@ def test_refinement_needs_nonnegative_contextlocnet_scores(record):
     mil = model.roi_heads.mil_outputs(features, [x["proposals"]])
     # softmax over classes x softmax over RoIs: in [0, 1], each class summing to <= 1 over RoIs
     assert mil.roi_scores.min() >= 0 and mil.roi_scores.sum(0).max() <= 1 + 1e-6
+
+
+def test_layer_wise_target_spans_views_and_layers(record):
+    """LW with IW on: one target, the max over every view and layer (conv5 from the heads' own
+    pooled features, the other layers pooled from their backbone outputs)."""
+    cfg = make_cfg(
+        {
+            "INPUT.VIEWS.NUM_SCALES": "1",
+            "MODEL.CASD.IW_WEIGHT": "0.1",
+            "MODEL.CASD.LW_WEIGHT": "0.1",
+        }
+    )
+    model = build_model(cfg).train()
+    heads, batch = model.roi_heads, batch_of(cfg, record)
+    inputs = [[x["views"][v] for x in batch] for v in range(2)]
+    features = [model.backbone(model.preprocess_image(i).tensor) for i in inputs]
+    proposals = [[view["proposals"] for view in i] for i in inputs]
+    views = [heads.mil_outputs(f, p) for f, p in zip(features, proposals)]
+    got = heads.distillation_losses(views, features, proposals, [False, True])["loss_casd_lw"]
+    layers = [heads._layer_maps(name, features, proposals) for name in heads.lw_poolers]
+    stacked = stack_view_layer_maps(layers, torch.tensor([False, True]), (7, 7))
+    assert stacked.shape == (3 * 2, 2 * NUM_PROPOSALS, 7, 7)
+    assert got.item() == pytest.approx(0.1 * layer_wise_distillation_loss(stacked).item(), rel=1e-5)

@@ -174,8 +174,12 @@ class CASDROIHeads(RefinementROIHeads):
             iw = image_wise_distillation_loss(head_maps, flips)
             put_loss(losses, "loss_casd_iw", iw, self.iw_weight)
         if self.lw_weight > 0:
+            # the layer the ROI heads pool (same pooler settings) reuses their maps
             layer_maps = [
-                self._layer_maps(name, view_features, view_proposals) for name in self.lw_poolers
+                head_maps
+                if [name] == list(self.in_features)
+                else self._layer_maps(name, view_features, view_proposals)
+                for name in self.lw_poolers
             ]
             if self.iw_weight > 0:
                 stacked = stack_view_layer_maps(layer_maps, flips, tuple(head_maps.shape[-2:]))

@@ -9,7 +9,11 @@ from PIL import Image
 
 from wsod_d2 import add_wsod_config
 from wsod_d2.data.multiview_mapper import MultiViewWSODDatasetMapper
-from wsod_d2.modeling.casd import layer_wise_distillation_loss, stack_view_layer_maps
+from wsod_d2.modeling.casd import (
+    layer_wise_distillation_loss,
+    roi_attention_maps,
+    stack_view_layer_maps,
+)
 from wsod_d2.modeling.roi_heads import casd_heads
 
 BASE = "configs/Synthetic/casd/Base-CASD-tiny.yaml"
@@ -283,7 +287,15 @@ def test_layer_wise_target_spans_views_and_layers(record):
     proposals = [[view["proposals"] for view in i] for i in inputs]
     views = [heads.mil_outputs(f, p) for f, p in zip(features, proposals)]
     got = heads.distillation_losses(views, features, proposals, [False, True])["loss_casd_lw"]
-    layers = [heads._layer_maps(name, features, proposals) for name in heads.lw_poolers]
+    assert "conv5" not in heads.lw_poolers  # the heads' own layer reuses their pooled features
+    conv5 = torch.stack(
+        [
+            roi_attention_maps(heads.box_pooler([f["conv5"]], [p.proposal_boxes for p in props]))
+            for f, props in zip(features, proposals)
+        ]
+    )
+    layers = [heads._layer_maps(name, features, proposals) for name in ("conv3", "conv4")]
+    layers.append(conv5)
     stacked = stack_view_layer_maps(layers, torch.tensor([False, True]), (7, 7))
     assert stacked.shape == (3 * 2, 2 * NUM_PROPOSALS, 7, 7)
     assert got.item() == pytest.approx(0.1 * layer_wise_distillation_loss(stacked).item(), rel=1e-5)

@@ -14,6 +14,7 @@ import contextlib
 from typing import Dict, List
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling.poolers import ROIPooler
@@ -54,7 +55,8 @@ class CASDROIHeads(RefinementROIHeads):
     """:class:`RefinementROIHeads` plus, in multi-view training (CASDRCNN):
 
     - "loss_casd_iw" (``iw_weight`` > 0): image-wise distillation of the conv RoI attention;
-    - "loss_casd_lw" (``lw_weight`` > 0): layer-wise distillation over ``lw_poolers``' layers;
+    - "loss_casd_lw" (``lw_weight`` > 0): layer-wise distillation over ``lw_layers`` (the
+      heads' own layer reuses their pooled features; ``lw_poolers`` pool the others);
     - Inverted Attention (``ia_enabled``): each refinement stage (classifier and regression)
       sees RoI features with the most attended cells of some RoIs erased; the MIL head never does.
 
@@ -67,6 +69,7 @@ class CASDROIHeads(RefinementROIHeads):
         *,
         iw_weight: float,
         lw_weight: float,
+        lw_layers: List[str],
         lw_poolers: Dict[str, ROIPooler],
         attention_transform: str,
         ia_enabled: bool,
@@ -91,13 +94,12 @@ class CASDROIHeads(RefinementROIHeads):
                 "MODEL.CASD.IA.CANDIDATES needs two counts (foreground, other), got "
                 f"{list(ia_candidates)}"
             )
-        if lw_weight > 0 and len(lw_poolers) < 2:
-            raise ValueError(
-                f"MODEL.CASD.LW_LAYERS needs at least two layers, got {list(lw_poolers)}"
-            )
+        if lw_weight > 0 and len(lw_layers) < 2:
+            raise ValueError(f"MODEL.CASD.LW_LAYERS needs at least two layers, got {lw_layers}")
         self.iw_weight = iw_weight
         self.lw_weight = lw_weight
-        self.lw_poolers = lw_poolers
+        self.lw_layers = list(lw_layers)
+        self.lw_poolers = nn.ModuleDict(lw_poolers)
         self.attention_transform = attention_transform
         self.ia_enabled = ia_enabled
         # (early, late) values of (top_cells, drop_cells, fg_fraction, bg_fraction)
@@ -120,6 +122,8 @@ class CASDROIHeads(RefinementROIHeads):
                         f"({sorted(input_shape)}); add it to the backbone's out features "
                         "(MODEL.VGG.OUT_FEATURES)"
                     )
+                if [name] == list(ret["in_features"]):
+                    continue  # the heads' own layer: their pooled features are reused
                 lw_poolers[name] = ROIPooler(
                     output_size=box.POOLER_RESOLUTION,
                     scales=(1.0 / input_shape[name].stride,),
@@ -129,6 +133,7 @@ class CASDROIHeads(RefinementROIHeads):
         ret.update(
             iw_weight=c.IW_WEIGHT,
             lw_weight=c.LW_WEIGHT,
+            lw_layers=c.LW_LAYERS,
             lw_poolers=lw_poolers,
             attention_transform=c.ATTENTION_TRANSFORM,
             ia_enabled=c.IA.ENABLED,
@@ -174,12 +179,11 @@ class CASDROIHeads(RefinementROIHeads):
             iw = image_wise_distillation_loss(head_maps, flips)
             put_loss(losses, "loss_casd_iw", iw, self.iw_weight)
         if self.lw_weight > 0:
-            # the layer the ROI heads pool (same pooler settings) reuses their maps
             layer_maps = [
-                head_maps
-                if [name] == list(self.in_features)
-                else self._layer_maps(name, view_features, view_proposals)
-                for name in self.lw_poolers
+                self._layer_maps(name, view_features, view_proposals)
+                if name in self.lw_poolers
+                else head_maps
+                for name in self.lw_layers
             ]
             if self.iw_weight > 0:
                 stacked = stack_view_layer_maps(layer_maps, flips, tuple(head_maps.shape[-2:]))

@@ -14,7 +14,8 @@ Multiple-instance heads. Called with (cfg, input_dim); forward(features, num_roi
 loss(image_scores, labels) returns the unweighted scalar loss, weighted by the ROI heads with the
 head's ``loss_weight``. A head whose class attribute ``needs_context`` is True is called as
 forward(features, num_rois, frame=..., context=...) with the box-head features (R, D) of each
-proposal's frame and context rings as well (see context_pooling.py).
+proposal's frame and context rings as well (see context_pooling.py). A head whose RoI scores
+may be negative sets ``nonnegative_roi_scores = False``; refinement stages then refuse it.
 """
 
 

@@ -150,6 +150,11 @@ def test_gradcam_cell_scores_hand_example():
     pooled = torch.tensor([[[[1.0, 2.0]], [[3.0, 5.0]]]])  # (1, 2, 1, 2)
     grads = torch.tensor([[[[1.0, 3.0]], [[-1.0, 0.0]]]])  # channel weights 2 and -0.5
     torch.testing.assert_close(gradcam_cell_scores(pooled, grads), torch.tensor([[[0.5, 1.5]]]))
+    # the spatial mean of the gradient gives the same weights
+    cell_mean = grads.mean(dim=(2, 3), keepdim=True)
+    torch.testing.assert_close(gradcam_cell_scores(pooled, cell_mean), torch.tensor([[[0.5, 1.5]]]))
+    with pytest.raises(ValueError, match="grads"):
+        gradcam_cell_scores(pooled, grads[..., :1, :1].expand(1, 2, 2, 1))
 
 
 def _ranked_rois(num_rois: int):

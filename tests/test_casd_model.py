@@ -223,6 +223,26 @@ def test_inverted_attention_masks_configured_cells_and_share(record, monkeypatch
         assert all(len(selected) <= 5 for _, selected in call["per_image"])
 
 
+def test_ia_gradient_through_fc6_weight_equals_full_gradient():
+    cfg = make_cfg()
+    torch.manual_seed(0)
+    heads = build_model(cfg).roi_heads.eval()
+    stage = heads.stages[0]
+    feats = torch.randn(6, 16, 7, 7)
+    y = torch.tensor([0, 1, 4, 2, 0, 3])
+    logits, cell_mean = casd_heads._logits_and_cell_mean_grads(heads.box_head, stage, feats, y)
+    # reference: the full input gradient of a plain module (not VGGFCHead), averaged over cells
+    x = feats.clone().requires_grad_()
+    ref_logits = stage(heads.box_head(x))[0]
+    (full,) = torch.autograd.grad(ref_logits.gather(1, y[:, None]).sum(), x)
+    torch.testing.assert_close(logits, ref_logits.detach())
+    torch.testing.assert_close(cell_mean, full.mean(dim=(2, 3), keepdim=True))
+    generic = torch.nn.Sequential(torch.nn.Identity(), heads.box_head)
+    _, generic_mean = casd_heads._logits_and_cell_mean_grads(generic, stage, feats, y)
+    torch.testing.assert_close(generic_mean, cell_mean)
+    assert not feats.requires_grad
+
+
 def test_casd_rcnn_needs_multi_view_input(record):
     cfg = make_cfg({"INPUT.VIEWS.NUM_SCALES": "1"})
     model = build_model(cfg).train()

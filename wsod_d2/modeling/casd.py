@@ -227,15 +227,17 @@ def gradcam_cell_scores(pooled: torch.Tensor, grads: torch.Tensor) -> torch.Tens
 
     Args:
         pooled: (R, D, H, W) pooled RoI features F.
-        grads: (R, D, H, W) gradient of the summed pseudo-class logits w.r.t. ``pooled``.
+        grads: (R, D, H, W) gradient of the summed pseudo-class logits w.r.t. ``pooled``, or its
+            spatial mean (R, D, 1, 1), which is all the weights need.
 
     Returns:
         (R, H, W), detached.
     """
     _check_ndim("pooled", pooled, 4, "(R, D, H, W)")
-    if grads.shape != pooled.shape:
+    if grads.shape not in (pooled.shape, pooled.shape[:2] + (1, 1)):
         raise ValueError(
-            f"grads must have the shape of pooled {tuple(pooled.shape)}, got {tuple(grads.shape)}"
+            f"grads must have the shape of pooled {tuple(pooled.shape)} or "
+            f"{tuple(pooled.shape[:2]) + (1, 1)}, got {tuple(grads.shape)}"
         )
     weights = grads.detach().mean(dim=(2, 3), keepdim=True)
     return (pooled.detach() * weights).sum(dim=1)
@@ -260,7 +262,8 @@ def inverted_attention_mask(
 
     Args:
         pooled: (R, D, H, W) pooled RoI features.
-        grads: (R, D, H, W) gradient of sum_r logit[r, y_r] w.r.t. ``pooled``.
+        grads: (R, D, H, W) gradient of sum_r logit[r, y_r] w.r.t. ``pooled``, or its spatial
+            mean (R, D, 1, 1).
         top_cells: size of the most attended set, 1..H*W.
         drop_cells: cells dropped from it, 1..top_cells.
         generator: random source; the draw happens on the generator's device and is then moved to

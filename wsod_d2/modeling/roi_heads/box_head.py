@@ -1,5 +1,6 @@
 """VGG's fc6/fc7 as a detectron2 box head (with dropout, named so ImageNet weights load)."""
 import torch.nn as nn
+import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_BOX_HEAD_REGISTRY
@@ -35,7 +36,12 @@ class VGGFCHead(nn.Module):
         }
 
     def forward(self, x):
-        x = self.dropout(self.relu(self.fc6(x.flatten(1))))
+        return self.after_fc6(self.fc6(x.flatten(1)))
+
+    def after_fc6(self, z):
+        """The rest of the head from fc6's output z (R, fc_dim); z may be a leaf that requires
+        grad (CASD's Inverted Attention differentiates from there), hence no in-place ReLU."""
+        x = self.dropout(F.relu(z))
         return self.dropout(self.relu(self.fc7(x)))
 
     @property

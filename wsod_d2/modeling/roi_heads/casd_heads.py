@@ -33,6 +33,7 @@ from ..casd import (
 )
 from ..loss_bookkeeping import put_loss
 from ..pseudo_labels import PseudoLabels
+from .box_head import VGGFCHead
 from .refinement import RefinementROIHeads, RefinementStage
 from .wsod_roi_heads import MILOutputs
 
@@ -48,6 +49,28 @@ def _eval_mode(*modules):
     finally:
         for m, mode in zip(modules, modes):
             m.train(mode)
+
+
+def _logits_and_cell_mean_grads(box_head, stage, feats, y):
+    """A stage's logits (R, C + 1) on ``feats`` (R, D, P, P) and d(sum_r logit[r, y_r]) / d feats
+    averaged over the P x P cells, (R, D, 1, 1): all that Grad-CAM's channel weights need.
+
+    For :class:`VGGFCHead` the gradient stops at fc6's output and crosses fc6 through its weight
+    averaged over the cells (fc6 is linear), skipping the (R, D*P*P) input gradient, IA's
+    dearest product; other box heads take the full gradient.
+    """
+    if isinstance(box_head, VGGFCHead):
+        with torch.no_grad():
+            z = box_head.fc6(feats.flatten(1))
+        z.requires_grad_()
+        logits = stage(box_head.after_fc6(z))[0]
+        (dz,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), z)
+        cell_mean_weight = box_head.fc6.weight.detach().unflatten(1, feats.shape[1:]).mean((2, 3))
+        return logits.detach(), (dz @ cell_mean_weight)[:, :, None, None]
+    x = feats.detach().requires_grad_()
+    logits = stage(box_head(x))[0]
+    (grads,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), x)
+    return logits.detach(), grads.mean(dim=(2, 3), keepdim=True)
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -220,14 +243,13 @@ class CASDROIHeads(RefinementROIHeads):
         candidates = self._ia_candidates(pseudo)
         index = torch.cat(candidates)
         y = labels[index]
-        feats = view.pooled[index].detach().requires_grad_()
+        feats = view.pooled[index].detach()
         with _eval_mode(self.box_head, stage), torch.enable_grad():
-            logits = stage(self.box_head(feats))[0]
-            (grads,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), feats)
+            logits, grads = _logits_and_cell_mean_grads(self.box_head, stage, feats, y)
         mask = inverted_attention_mask(feats, grads, top_cells=top_cells, drop_cells=drop_cells)
         with _eval_mode(self.box_head, stage), torch.no_grad():
-            masked_logits = stage(self.box_head(feats.detach() * mask[:, None]))[0]
-        before = F.softmax(logits.detach(), dim=1).gather(1, y[:, None])[:, 0]
+            masked_logits = stage(self.box_head(feats * mask[:, None]))[0]
+        before = F.softmax(logits, dim=1).gather(1, y[:, None])[:, 0]
         after = F.softmax(masked_logits, dim=1).gather(1, y[:, None])[:, 0]
         counts = [len(c) for c in candidates]
         selected = torch.cat(

@@ -247,7 +247,7 @@ def test_test_time_scores_and_class_specific_boxes():
     with torch.no_grad():
         boxes, scores, image_scores = heads.predict(features, proposals)
         mil = heads.mil_outputs(features, proposals)
-        x, roi_scores, mil_image_scores = mil.x, mil.roi_scores, mil.image_scores
+        x, mil_image_scores = mil.x, mil.image_scores
         (instances,), _ = heads(features, proposals)
     logits = [stage(x)[0] for stage in heads.stages]
     assert torch.allclose(scores[0], average_stage_scores(logits), atol=1e-6)

@@ -9,7 +9,7 @@ from PIL import Image
 from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
 
-from wsod_d2.evaluation import wsol
+from wsod_d2.evaluation import wsol_boxes
 from wsod_d2.evaluation.wsol import (
     BoxAccumulator,
     PxAPAccumulator,
@@ -271,8 +271,8 @@ def test_ties_for_the_largest_contour_follow_opencv_order():
 
 def test_levels_are_traced_once_and_only_when_they_can_count(monkeypatch):
     traced = []
-    trace = wsol._traced_box_ious
-    monkeypatch.setattr(wsol, "_traced_box_ious", lambda *a: traced.append(a[1]) or trace(*a))
+    trace = wsol_boxes._traced_box_ious
+    monkeypatch.setattr(wsol_boxes, "_traced_box_ious", lambda *a: traced.append(a[1]) or trace(*a))
     scoremap = normalize_scoremap(
         resize_scoremap(np.random.default_rng(0).random((5, 5)), (64, 64))
     )

@@ -53,15 +53,28 @@ def cam_like_scoremaps(
 
 
 def _reference_iou(boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
-    """(N, 4) x (G, 4) -> (N, G), pixel-inclusive boxes, written pair by pair as the reference."""
-    ious = np.zeros((len(boxes), len(gt_boxes)))
-    for i, (ax0, ay0, ax1, ay1) in enumerate(boxes.tolist()):
-        for j, (bx0, by0, bx1, by1) in enumerate(gt_boxes.tolist()):
-            inter = max(0, min(ax1, bx1) - max(ax0, bx0) + 1) * max(
-                0, min(ay1, by1) - max(ay0, by0) + 1
-            )
-            union = (ax1 - ax0 + 1) * (ay1 - ay0 + 1) + (bx1 - bx0 + 1) * (by1 - by0 + 1) - inter
-            ious[i, j] = inter / union if union > 0 else 0.0
+    """(N, 4) x (G, 4) -> (N, G), pixel-inclusive boxes, one broadcast as the reference's
+    ``calculate_multiple_iou`` (degenerate unions give 0)."""
+    boxes, gt_boxes = boxes[:, None, :], gt_boxes[None, :, :]
+    inter_w = np.maximum(
+        0,
+        np.minimum(boxes[..., 2], gt_boxes[..., 2])
+        - np.maximum(boxes[..., 0], gt_boxes[..., 0])
+        + 1,
+    )
+    inter_h = np.maximum(
+        0,
+        np.minimum(boxes[..., 3], gt_boxes[..., 3])
+        - np.maximum(boxes[..., 1], gt_boxes[..., 1])
+        + 1,
+    )
+    inter = inter_w * inter_h
+    area = (boxes[..., 2] - boxes[..., 0] + 1) * (boxes[..., 3] - boxes[..., 1] + 1)
+    gt_area = (gt_boxes[..., 2] - gt_boxes[..., 0] + 1) * (gt_boxes[..., 3] - gt_boxes[..., 1] + 1)
+    union = area + gt_area - inter
+    degenerate = union <= 0
+    ious = inter / np.where(degenerate, 1, union)
+    ious[degenerate] = 0.0
     return ious
 
 
@@ -98,10 +111,11 @@ def reference_box_hits(
             boxes.append([x, y, min(x + w, width - 1), min(y + h, height - 1)])
         boxes_per_threshold.append(np.asarray(boxes))
         counts.append(len(boxes))
-    ious = _reference_iou(np.concatenate(boxes_per_threshold), np.asarray(gt_boxes)).max(axis=1)
+    ious = _reference_iou(np.concatenate(boxes_per_threshold), np.asarray(gt_boxes))
     best, start = [], 0
     for count in counts:
-        best.append(max(ious[start : start + count]))
+        # as the reference: the row maxima are taken again for every threshold's slice
+        best.append(max(ious.max(axis=1)[start : start + count]))
         start += count
     return np.asarray(best)[None, :] >= np.asarray(iou_thresholds)[:, None]
 

@@ -27,6 +27,9 @@ def make_cfg(overrides=None):
     cfg.merge_from_file(BASE)
     options = {
         "MODEL.DEVICE": "cpu",
+        # CASD's own head (the synthetic rows use WSDDN)
+        "MODEL.MIL.NAME": "ContextLocNet",
+        "MODEL.MIL.CONTEXT_ROI_SCORES": "softmax",
         "MODEL.VGG.CHANNELS": "[8, 8, 16, 16, 16]",
         "MODEL.ROI_BOX_HEAD.FC_DIM": "32",
         "MODEL.ROI_BOX_HEAD.DROPOUT": "0.0",

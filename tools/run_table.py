@@ -47,8 +47,8 @@ PRESETS = {
             "full_aug",
             "oicr_baseline",
             "oicr_full",
-            "wsddn_baseline",
-            "wsddn_full",
+            "cln_baseline",
+            "cln_full",
         )
     ],
     "wsol": [

@@ -64,19 +64,29 @@ def test_train_then_evaluate(tiny_voc, tmp_path):
     assert len(paths) == 3 and all(cv2.imread(p).shape[2] == 3 for p in paths)
 
 
+def last_checkpoint_iteration(output_dir):
+    """Iteration of the checkpoint ``last_checkpoint`` names; -1 while there is none (a run killed
+    between writing a checkpoint and naming it resumes from the one named before)."""
+    try:
+        name = (output_dir / "last_checkpoint").read_text().strip()
+        return int(name[len("model_") : -len(".pth")])
+    except (FileNotFoundError, ValueError):
+        return -1
+
+
 def test_resume_after_kill(tiny_voc, tmp_path):
     # A run far too long to finish, killed right after a checkpoint.
     proc = run_tiny_train(tiny_voc, tmp_path, opts=("SOLVER.MAX_ITER", 100000))
     deadline = time.time() + 300
-    while not os.path.isfile(tmp_path / "model_0000003.pth"):
+    while last_checkpoint_iteration(tmp_path) < 3:
         assert proc.poll() is None, proc.stdout.read()
         assert time.time() < deadline, "no checkpoint written in time"
         time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not os.path.isfile(tmp_path / "model_final.pth")
-    last = int((tmp_path / "last_checkpoint").read_text().strip()[len("model_") : -len(".pth")])
-    assert last >= 3
+    last = last_checkpoint_iteration(tmp_path)
+    assert last >= 3 and os.path.isfile(tmp_path / f"model_{last:07d}.pth")
     no_eval = ("DATASETS.TEST", "()", "DATASETS.PROPOSAL_FILES_TEST", "()")
     resumed = run_tiny_train(
         tiny_voc, tmp_path, "--resume", opts=("SOLVER.MAX_ITER", last + 3, *no_eval)

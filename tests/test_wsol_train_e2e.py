@@ -174,7 +174,9 @@ def test_table_runner_and_cam_drawing(tiny_wsol, tmp_path, monkeypatch):
     last = [json.loads(line) for line in open(work / "tscam_vit_tiny" / "metrics.json")][-1]
     cells = lines[2].split(" | ")
     assert cells[0] == "| tscam_vit_tiny" and float(cells[2]) == round(last["wsol/MaxBoxAccV2"], 2)
-    assert lines[-1].startswith("Hardware: ")
+    threads = os.cpu_count()
+    assert lines[-1].startswith("Hardware: ") and f"({threads} thread" in lines[-1]
+    assert "per run, 1 run at a time)" in lines[-1]
 
     drawn = tmp_path / "drawn"
     written = load_tool("visualize_cam").main(

@@ -78,8 +78,8 @@ MAP_KEY = "cls/mAP"
 EVAL_TASKS = ("bbox", "corloc", "wsol", "pxap", "cls")
 
 
-def hardware() -> str:
-    """One line: CPU model and cores, torch threads, GPU if any."""
+def hardware(threads: int, jobs: int) -> str:
+    """One line: CPU model and cores, torch with the runs' threads, GPU if any."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -88,7 +88,9 @@ def hardware() -> str:
     except OSError:
         pass
     text = f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}"
-    text += f" ({torch.get_num_threads()} threads)"
+    text += (
+        f" ({threads} thread{'s' * (threads > 1)} per run, {jobs} run{'s' * (jobs > 1)} at a time)"
+    )
     if torch.cuda.is_available():
         text += f", GPU {torch.cuda.get_device_name(0)}"
     return text
@@ -214,7 +216,7 @@ def main(argv=None) -> str:
 
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = [row for rows_of_config in pool.map(run, configs) for row in rows_of_config]
-    table = markdown_table(rows, hardware())
+    table = markdown_table(rows, hardware(threads, args.jobs))
     path = args.table or os.path.join(args.work_dir, "table.md")
     with open(path, "w") as f:
         f.write(table)

@@ -6,8 +6,8 @@ import re
 from detectron2.config import CfgNode, get_cfg
 
 from wsod_d2 import add_wsod_config
+from wsod_d2.testing import REPO_ROOT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def leaf_keys(node, prefix=""):
@@ -28,7 +28,7 @@ def test_every_added_key_is_read():
     sources = [
         p
         for pattern in ("wsod_d2/**/*.py", "tools/*.py")
-        for p in glob.glob(os.path.join(REPO, pattern), recursive=True)
+        for p in glob.glob(os.path.join(REPO_ROOT, pattern), recursive=True)
         if not p.endswith("config.py")
     ]
     code = "\n".join(open(p).read() for p in sources)

@@ -11,12 +11,12 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from wsod_d2 import add_wsod_config
+from wsod_d2.testing import REPO_ROOT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONFIGS = sorted(
-    os.path.relpath(p, REPO)
-    for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
+    os.path.relpath(p, REPO_ROOT)
+    for p in glob.glob(os.path.join(REPO_ROOT, "configs", "**", "*.yaml"), recursive=True)
     if not os.path.basename(p).startswith("Base-")
 )
 
@@ -24,7 +24,7 @@ CONFIGS = sorted(
 def load(path, *opts):
     cfg = get_cfg()
     add_wsod_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, path))
+    cfg.merge_from_file(os.path.join(REPO_ROOT, path))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
     return cfg
 

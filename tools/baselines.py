@@ -8,7 +8,7 @@ from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 
 from wsod_d2 import add_wsod_config
-from wsod_d2.data.build import dataset_dicts_from_config
+from wsod_d2.data.wsod.build import dataset_dicts_from_config
 from wsod_d2.engine import build_wsod_evaluator
 from wsod_d2.evaluation.baselines import BASELINES, evaluate_baseline
 

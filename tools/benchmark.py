@@ -12,10 +12,10 @@
 import argparse
 import os
 
-from wsod_d2.utils.bench_casd import benchmark_casd_overhead
-from wsod_d2.utils.bench_pseudo_labels import benchmark_pseudo_labellers
-from wsod_d2.utils.bench_step import benchmark_step_share
-from wsod_d2.utils.bench_wsol import benchmark_wsol_metrics
+from wsod_d2.benchmarks.casd import benchmark_casd_overhead
+from wsod_d2.benchmarks.pseudo_labels import benchmark_pseudo_labellers
+from wsod_d2.benchmarks.step import benchmark_step_share
+from wsod_d2.benchmarks.wsol_metrics import benchmark_wsol_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEP_CONFIGS = ("oicr_vgg16", "pcl_vgg16", "mist_reg_vgg16")

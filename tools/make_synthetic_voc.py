@@ -5,14 +5,14 @@ Example:
     python tools/make_synthetic_voc.py --root datasets/synthvoc/VOC2007 \
         --num-trainval 500 --num-test 300 --num-classes 20 --seed 0
 
-Every field of wsod_d2.data.synthetic_voc.SyntheticVOCSpec is an option (--field-name).
+Every field of wsod_d2.data.synthetic.voc.SyntheticVOCSpec is an option (--field-name).
 """
 
 import argparse
 import dataclasses
 import logging
 
-from wsod_d2.data.synthetic_voc import (
+from wsod_d2.data.synthetic.voc import (
     SyntheticVOCSpec,
     ensure_synthetic_voc,
     generate_synthetic_voc,

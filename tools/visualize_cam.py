@@ -26,7 +26,7 @@ from detectron2.utils.logger import setup_logger
 from wsod_d2 import add_wsod_config
 from wsod_d2.engine import WSOLTrainer
 from wsod_d2.engine.wsol_trainer import build_wsol_test_loader
-from wsod_d2.evaluation.wsol import normalize_scoremap, resize_scoremap
+from wsod_d2.evaluation.wsol.metrics import normalize_scoremap, resize_scoremap
 from wsod_d2.modeling import WSODCheckpointer
 
 GT_COLOUR = (0, 200, 0)  # RGB

@@ -1,5 +1,18 @@
 """wsod_d2's config keys: ``add_wsod_config(cfg)`` = one ``add_*_config`` per concern."""
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+
+def get_wsod_cfg(config_file=None, opts=(), freeze=True):
+    """detectron2's defaults + wsod_d2's keys, then ``config_file`` and ``KEY VALUE`` ``opts``."""
+    cfg = get_cfg()
+    add_wsod_config(cfg)
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if freeze:
+        cfg.freeze()
+    return cfg
 
 
 def add_wsod_config(cfg):

@@ -23,11 +23,11 @@ from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_gr
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader
 
-from ..data.build import with_image_labels
-from ..data.wsol_mapper import WSOLDatasetMapper
-from ..evaluation.multilabel import VOCClassificationEvaluator
-from ..evaluation.wsol import PxAPEvaluator, WSOLEvaluator
-from .trainer import WSODTrainer
+from wsod_d2.data.wsod.build import with_image_labels
+from wsod_d2.data.wsol.mapper import WSOLDatasetMapper
+from wsod_d2.evaluation.multilabel import VOCClassificationEvaluator
+from wsod_d2.evaluation.wsol.metrics import PxAPEvaluator, WSOLEvaluator
+from wsod_d2.engine.wsod_trainer import WSODTrainer
 
 __all__ = [
     "get_wsol_dataset_dicts",

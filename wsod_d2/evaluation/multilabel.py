@@ -12,7 +12,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
-from .corloc import ground_truth_by_image
+from wsod_d2.evaluation.corloc import ground_truth_by_image
 
 
 def voc_classification_ap(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:

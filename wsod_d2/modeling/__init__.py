@@ -1,3 +1,4 @@
-from . import backbone, meta_arch, roi_heads  # noqa: F401  (registration)
-from .checkpoint import WSODCheckpointer
-from .wsol_heads import WSOL_HEAD_REGISTRY, build_wsol_head
+"""Models. Importing the package registers the backbones, the WSOD meta-architectures and ROI
+heads (``wsod/``) and the WSOL classifier and heads (``wsol/``) in detectron2's registries."""
+from wsod_d2.modeling import backbone, wsod, wsol  # noqa: F401  (registration)
+from wsod_d2.modeling.checkpoint import WSODCheckpointer

@@ -5,8 +5,8 @@ generated on first use under $DETECTRON2_DATASETS/synthvoc/VOC2007.
 """
 import os
 
-from ..synthetic_voc import CLASS_NAMES, SyntheticVOCSpec, ensure_synthetic_voc
-from .voc import register_voc_wsod
+from wsod_d2.data.synthetic.voc import CLASS_NAMES, SyntheticVOCSpec, ensure_synthetic_voc
+from wsod_d2.data.datasets.voc import register_voc_wsod
 
 DEFAULT_SPEC = SyntheticVOCSpec()
 # Selective search for the synthetic images: downscaled to 256 px, ~2x faster at a small cost

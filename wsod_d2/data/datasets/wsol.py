@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from ..synthetic_wsol import (
+from wsod_d2.data.synthetic.wsol import (
     SPLITS,
     SyntheticWSOLSpec,
     ensure_synthetic_wsol,

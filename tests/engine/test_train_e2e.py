@@ -1,0 +1,143 @@
+"""End to end on the tiny synthetic dataset: train, evaluate (mAP, CorLoc), resume after a kill,
+two CPU processes."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import pytest
+
+from detectron2.config import get_cfg
+from detectron2.utils.events import EventStorage
+
+from wsod_d2 import add_wsod_config
+from wsod_d2.data import build_wsod_test_loader
+from wsod_d2.engine import WSODTrainer
+from wsod_d2.utils.visualizer import visualize_dataset
+
+from wsod_d2.testing import REPO_ROOT, TINY_CONFIG, tiny_cfg, tiny_opts
+
+TINY_TRAIN = os.path.join(REPO_ROOT, "tests", "tiny_train.py")
+
+
+def run_tiny_train(tiny_voc, output_dir, *args, opts=()):
+    env = dict(os.environ, TINYVOC_ROOT=tiny_voc[0], PYTHONPATH=os.path.join(REPO_ROOT, "tests"))
+    cmd = [sys.executable, TINY_TRAIN, "--config-file", os.path.join(REPO_ROOT, TINY_CONFIG), *args]
+    return subprocess.Popen(
+        cmd + tiny_opts(tiny_voc, str(output_dir), *opts),
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_train_then_evaluate(tiny_voc, tmp_path):
+    cfg = tiny_cfg(tiny_voc, tmp_path)
+    trainer = WSODTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert os.path.isfile(tmp_path / "model_final.pth")
+    with EventStorage():
+        results = WSODTrainer.test(cfg, trainer.model)
+    for name in cfg.DATASETS.TEST:
+        ap50 = results[name]["bbox"]["AP50"]
+        corloc = results[name]["corloc"]["CorLoc"]
+        assert 0.0 <= ap50 <= 100.0 and 0.0 <= corloc <= 100.0 and not math.isnan(corloc)
+    # The trained model's detections, drawn for the test set as tools/visualize.py does.
+    name = cfg.DATASETS.TEST[0]
+    paths = visualize_dataset(
+        trainer.model.eval(),
+        build_wsod_test_loader(cfg, name),
+        name,
+        str(tmp_path / "vis"),
+        num_images=3,
+        score_thresh=0.0,
+        show_gt=True,
+        num_proposals=3,
+    )
+    assert len(paths) == 3 and all(cv2.imread(p).shape[2] == 3 for p in paths)
+
+
+def last_checkpoint_iteration(output_dir):
+    """Iteration of the checkpoint ``last_checkpoint`` names; -1 while there is none (a run killed
+    between writing a checkpoint and naming it resumes from the one named before)."""
+    try:
+        name = (output_dir / "last_checkpoint").read_text().strip()
+        return int(name[len("model_") : -len(".pth")])
+    except (FileNotFoundError, ValueError):
+        return -1
+
+
+def test_resume_after_kill(tiny_voc, tmp_path):
+    # A run far too long to finish, killed right after a checkpoint.
+    proc = run_tiny_train(tiny_voc, tmp_path, opts=("SOLVER.MAX_ITER", 100000))
+    deadline = time.time() + 300
+    while last_checkpoint_iteration(tmp_path) < 3:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "no checkpoint written in time"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.isfile(tmp_path / "model_final.pth")
+    last = last_checkpoint_iteration(tmp_path)
+    assert last >= 3 and os.path.isfile(tmp_path / f"model_{last:07d}.pth")
+    no_eval = ("DATASETS.TEST", "()", "DATASETS.PROPOSAL_FILES_TEST", "()")
+    resumed = run_tiny_train(
+        tiny_voc, tmp_path, "--resume", opts=("SOLVER.MAX_ITER", last + 3, *no_eval)
+    )
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    assert f"Starting training from iteration {last + 1}" in out
+    assert os.path.isfile(tmp_path / "model_final.pth")
+
+
+def test_two_cpu_processes(tiny_voc, tmp_path):
+    proc = run_tiny_train(tiny_voc, tmp_path, "--num-gpus", "2", opts=("SOLVER.IMS_PER_BATCH", 4))
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "copypaste: CorLoc" in out and "AP,AP50,AP75" in out
+    assert os.path.isfile(tmp_path / "model_final.pth")
+
+
+def test_nan_loss_stops_with_the_iteration(tiny_voc, tmp_path):
+    cfg = tiny_cfg(tiny_voc, tmp_path)
+    trainer = WSODTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    head = trainer.model.roi_heads.mil_head
+    head.loss = lambda scores, labels: scores.sum() * float("nan")
+    with pytest.raises(FloatingPointError, match="Loss became infinite or NaN at iteration=0"):
+        trainer.train()
+
+
+def test_full_casd_trains_and_evaluates_through_the_trainer(tiny_voc, tmp_path):
+    """configs/Synthetic/casd/full_reg.yaml (4 views, IW, LW, IA, regression, photometric
+    augmentation) through WSODTrainer; every term's raw value reaches the metrics file."""
+    cfg = get_cfg()
+    add_wsod_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs/Synthetic/casd/full_reg.yaml"))
+    opts = ("INPUT.VIEWS.NUM_SCALES", 2, "INPUT.PHOTOMETRIC.ENABLED", True)
+    opts += ("SOLVER.STEPS", "(3,)", "MODEL.CASD.IA.LATE_START_ITER", 2)
+    cfg.merge_from_list(tiny_opts(tiny_voc, str(tmp_path), *opts))
+    trainer = WSODTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    with open(tmp_path / "metrics.json") as f:
+        last = [r for r in map(json.loads, f) if "total_loss" in r][-1]
+    for name in (
+        "loss_mil",
+        "loss_refine1",
+        "loss_refine2_box_reg",
+        "loss_casd_iw",
+        "loss_casd_lw",
+    ):
+        assert math.isfinite(last[name]) and last[f"raw/{name}"] > 0, name
+    assert last["loss_casd_iw"] == pytest.approx(0.1 * last["raw/loss_casd_iw"], rel=1e-4)
+    with EventStorage():
+        results = WSODTrainer.test(cfg, trainer.model)
+    assert 0.0 <= results[cfg.DATASETS.TEST[0]]["corloc"]["CorLoc"] <= 100.0

@@ -1,0 +1,433 @@
+"""WSOLClassifier, its heads and backbones: hand-made inputs, weight files, SCM / ADL / CropCAM."""
+
+import os
+
+import pytest
+import timm
+import torch
+import torchvision
+from detectron2.config import get_cfg
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+from torch import nn
+
+from wsod_d2 import add_wsod_config
+from wsod_d2.engine.wsol_trainer import build_wsol_optimizer
+from wsod_d2.modeling import WSODCheckpointer
+from wsod_d2.modeling.wsol.adl import ADL
+from wsod_d2.modeling.backbone.deit import ViTWSOL
+from wsod_d2.modeling.backbone.resnet import ResNetWSOL
+from wsod_d2.modeling.wsol.classifier import CropCAMOptions, WSOLClassifier
+from wsod_d2.modeling.wsol.scm import SCM
+from wsod_d2.modeling.wsol.heads import CAMHead, CSRAHead, TSCAMHead
+from wsod_d2.testing import REPO_ROOT
+
+TINY_VIT = dict(
+    arch="deit_small_patch16_224",
+    img_size=32,
+    patch_size=8,
+    embed_dim=24,
+    depth=2,
+    num_heads=2,
+    drop_path_rate=0.0,
+)
+
+
+def synthetic_cfg(name, overrides=()):
+    """A CPU config of configs/Synthetic/wsol with {KEY: VALUE} overrides."""
+    cfg = get_cfg()
+    add_wsod_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", "Synthetic", "wsol", name))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *[x for kv in dict(overrides).items() for x in kv]])
+    return cfg
+
+
+def batch(n, size, labels, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    inputs = []
+    for i, label in enumerate(labels):
+        multi_hot = torch.zeros(n)
+        multi_hot[label] = 1.0
+        image = torch.randint(0, 256, (3, size, size), generator=g).float()
+        inputs.append({"image": image, "image_labels": multi_hot, "image_id": f"img{i}"})
+    return inputs
+
+
+def test_cam_head_hand_computed():
+    head = CAMHead(in_feature="f", in_channels=2, conv_dims=[], num_classes=2)
+    with torch.no_grad():
+        head.fc.weight.copy_(torch.tensor([[1.0, 2.0], [-1.0, 0.5]]))
+        head.fc.bias.copy_(torch.tensor([0.5, -1.0]))
+    f = torch.tensor([[[[1.0, 0.0], [2.0, 4.0]], [[0.0, 1.0], [1.0, -1.0]]]])  # (1, 2, 2, 2)
+    out = head({"f": f})
+    cam0 = torch.tensor([[[1.0, 2.0], [4.0, 2.0]]])  # 1 * f0 + 2 * f1
+    cam1 = torch.tensor([[[-1.0, 0.5], [-1.5, -4.5]]])  # -f0 + 0.5 f1
+    torch.testing.assert_close(head.class_maps(out, torch.tensor([0])), cam0)
+    torch.testing.assert_close(head.class_maps(out, torch.tensor([1])), cam1)
+    # logit = spatial mean of the CAM + bias
+    torch.testing.assert_close(out["logits"], torch.tensor([[2.25 + 0.5, -1.625 - 1.0]]))
+    with pytest.raises(KeyError, match="IN_FEATURE 'g'"):
+        CAMHead(in_feature="g", in_channels=2, conv_dims=[], num_classes=2)({"f": f})
+
+
+def test_tscam_and_csra_heads():
+    torch.manual_seed(0)
+    tokens, attention = torch.randn(2, 4, 3, 3), torch.rand(2, 3, 3)
+    head = TSCAMHead(in_feature="patch_tokens", in_channels=4, num_classes=5)
+    out = head({"patch_tokens": tokens, "cls_attention": attention})
+    semantic = head.conv(tokens)
+    torch.testing.assert_close(out["logits"], semantic.mean(dim=(2, 3)))
+    maps = head.class_maps(out, torch.tensor([3, 1]))
+    torch.testing.assert_close(
+        maps, torch.stack([attention[0] * semantic[0, 3], attention[1] * semantic[1, 1]])
+    )
+    with pytest.raises(KeyError, match="cls_attention"):
+        head({"patch_tokens": tokens})
+    csra = CSRAHead(in_feature="res5", in_channels=4, num_classes=5, num_heads=2, lam=0.1)
+    out = csra({"res5": tokens})
+    torch.testing.assert_close(out["logits"], csra.csra(tokens))
+    full = csra.csra.forward_maps(tokens)
+    torch.testing.assert_close(
+        csra.class_maps(out, torch.tensor([4, 0])), torch.stack([full[0, 4], full[1, 0]])
+    )
+
+
+def test_vit_backbone_matches_timm_and_attention_hooks():
+    torch.manual_seed(0)
+    backbone = ViTWSOL(**TINY_VIT).eval()
+    x = torch.randn(2, 3, 32, 32)
+    captured = []
+    for block in backbone.vit.blocks:
+        block.attn.fused_attn = (
+            False  # timm's explicit path, whose softmax weights go through attn_drop
+        )
+        block.attn.attn_drop.register_forward_hook(lambda m, i, o: captured.append(o))
+    with torch.no_grad():
+        tokens = backbone.vit.forward_features(x)
+        timm_weights, captured[:] = list(captured), []
+        ours = backbone(x)
+    assert ours["patch_tokens"].shape == (2, 24, 4, 4)
+    torch.testing.assert_close(
+        ours["patch_tokens"], tokens[:, 1:].transpose(1, 2).reshape(2, 24, 4, 4)
+    )
+    # TS-CAM's map: class-token row, mean over heads, sum over layers, patches only.
+    expected = sum(w.mean(dim=1)[:, 0, 1:] for w in timm_weights).reshape(2, 4, 4)
+    torch.testing.assert_close(ours["cls_attention"], expected)
+    with pytest.raises(ValueError, match="ViT input must be 32x32"):
+        backbone(torch.randn(1, 3, 48, 48))
+
+
+def test_resnet_strides_and_channels():
+    x = torch.randn(1, 3, 64, 64)
+    r18 = ResNetWSOL(depth=18, layer3_stride=1, layer4_stride=1).eval()
+    assert r18(x)["res5"].shape == (1, 512, 8, 8) and r18.output_shape()["res5"].stride == 8
+    r18s = ResNetWSOL(depth=18, layer3_stride=2, layer4_stride=2).eval()
+    assert r18s(x)["res5"].shape == (1, 512, 2, 2) and r18s.output_shape()["res5"].stride == 32
+    r50 = ResNetWSOL(depth=50, layer3_stride=2, layer4_stride=1)
+    assert r50.output_shape()["res5"] == ShapeSpec(channels=2048, stride=16)
+    assert r50.layer3[0].conv2.stride == (2, 2) and r50.layer4[0].downsample[0].stride == (1, 1)
+    with pytest.raises(ValueError, match="DEPTH must be one of"):
+        ResNetWSOL(depth=42, layer3_stride=1, layer4_stride=1)
+
+
+def test_imagenet_files_load_by_name(tmp_path):
+    """A torchvision ResNet file and a DeiT release file (state under "model") load as they are."""
+    torchvision_file = str(tmp_path / "resnet18.pth")
+    reference = torchvision.models.resnet18(weights=None)
+    torch.save(reference.state_dict(), torchvision_file)
+    cfg = synthetic_cfg(
+        "cam_vgg_tiny.yaml",
+        {
+            "MODEL.BACKBONE.NAME": "build_resnet_wsol_backbone",
+            "MODEL.RESNET_WSOL.DEPTH": 18,
+            "MODEL.WSOL.IN_FEATURE": "res5",
+            "MODEL.WSOL.CONV_DIMS": "[]",
+        },
+    )
+    model = build_model(cfg)
+    head_before = model.head.fc.weight.clone()
+    WSODCheckpointer(model).load(torchvision_file)
+    torch.testing.assert_close(
+        model.backbone.layer3[1].conv2.weight, reference.layer3[1].conv2.weight
+    )
+    torch.testing.assert_close(model.backbone.bn1.running_var, reference.bn1.running_var)
+    assert torch.equal(model.head.fc.weight, head_before)  # the ImageNet classifier is left out
+
+    deit = timm.create_model(
+        "deit_small_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        embed_dim=24,
+        depth=2,
+        num_heads=2,
+    )
+    deit_file = str(tmp_path / "deit.pth")
+    torch.save({"model": deit.state_dict()}, deit_file)
+    cfg = synthetic_cfg(
+        "tscam_vit_tiny.yaml",
+        {
+            "MODEL.VIT.IMG_SIZE": 48,
+            "MODEL.VIT.PATCH_SIZE": 8,
+            "MODEL.VIT.EMBED_DIM": 24,
+            "MODEL.VIT.DEPTH": 2,
+            "MODEL.VIT.NUM_HEADS": 2,
+        },
+    )
+    model = build_model(cfg)
+    WSODCheckpointer(model).load(deit_file)
+    vit = model.backbone.vit
+    torch.testing.assert_close(vit.blocks[1].mlp.fc2.weight, deit.blocks[1].mlp.fc2.weight)
+    torch.testing.assert_close(vit.cls_token, deit.cls_token)
+    # 4x4 -> 6x6 grid: the patch position embeddings are resampled, the class one kept.
+    assert vit.pos_embed.shape == (1, 37, 24)
+    torch.testing.assert_close(vit.pos_embed[:, 0], deit.pos_embed[:, 0])
+
+
+def test_training_losses_and_label_checks():
+    torch.manual_seed(0)
+    model = build_model(synthetic_cfg("cam_vgg_tiny.yaml", {"MODEL.WSOL.NUM_CLASSES": 4})).train()
+    with EventStorage():
+        losses = model(batch(4, 32, [0, 3]))
+        assert set(losses) == {"loss_cls"} and torch.isfinite(losses["loss_cls"])
+        two = batch(4, 32, [0, 3])
+        two[1]["image_labels"][1] = 1.0
+        with pytest.raises(ValueError, match=r"images \['img1'\] have another number"):
+            model(two)
+        two[0]["image"] = torch.zeros(3, 40, 40)
+        with pytest.raises(ValueError, match="views of one size"):
+            model(two)
+    bce = build_model(
+        synthetic_cfg("cam_vgg_tiny.yaml", {"MODEL.WSOL.NUM_CLASSES": 4, "MODEL.WSOL.LOSS": "bce"})
+    )
+    two = batch(4, 32, [0, 3])
+    two[1]["image_labels"][1] = 1.0
+    with EventStorage():
+        losses = bce.train()(two)
+    assert set(losses) == {"loss_cls"} and torch.isfinite(losses["loss_cls"])
+
+
+def test_inference_outputs_and_cam_class():
+    torch.manual_seed(0)
+    model = build_model(synthetic_cfg("cam_vgg_tiny.yaml", {"MODEL.WSOL.NUM_CLASSES": 4})).eval()
+    inputs = batch(4, 32, [2, 1])
+    del inputs[1]["image_labels"]
+    inputs.append(dict(batch(4, 32, [0])[0], cam_class=3))
+    with torch.no_grad():
+        out = model(inputs)
+        features = model.head(model.backbone(model.preprocess_image(inputs)))
+    classes = [o["cam_class"] for o in out]
+    assert classes == [2, int(out[1]["image_scores"].argmax()), 3]  # GT, top-1, requested
+    expected = model.head.class_maps(features, torch.tensor(classes))
+    for o, e in zip(out, expected):
+        assert o["cam"].shape == (4, 4)  # 32 px at stride 8
+        torch.testing.assert_close(o["cam"], e)
+        torch.testing.assert_close(o["image_scores"].sum(), torch.tensor(1.0))
+    model.test_cam_class = "top1"
+    with torch.no_grad():
+        assert model(inputs[:1])[0]["cam_class"] == int(out[0]["image_scores"].argmax())
+
+
+def count_calls(modules):
+    calls = []
+    for m in modules:
+        m.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_scm_only_in_training():
+    cfg = synthetic_cfg(
+        "scm_vit_tiny.yaml",
+        {
+            "MODEL.WSOL.NUM_CLASSES": 3,
+            "MODEL.VIT.IMG_SIZE": 32,
+            "INPUT.WSOL.CROP_TRAIN": 32,
+            "MODEL.VIT.EMBED_DIM": 24,
+            "MODEL.VIT.DEPTH": 2,
+            "MODEL.VIT.NUM_HEADS": 2,
+        },
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert isinstance(model.scm, SCM) and model.scm.grid_size == (4, 4)
+    calls = count_calls([model.scm, *model.scm.blocks])
+    inputs = batch(3, 32, [0, 2])
+    model.eval()
+    with torch.no_grad():
+        out = model(inputs)
+    assert calls == []  # SCM is not in the inference graph
+    plain = build_model(
+        synthetic_cfg(
+            "tscam_vit_tiny.yaml",
+            {
+                "MODEL.WSOL.NUM_CLASSES": 3,
+                "MODEL.VIT.IMG_SIZE": 32,
+                "MODEL.VIT.EMBED_DIM": 24,
+                "MODEL.VIT.DEPTH": 2,
+                "MODEL.VIT.NUM_HEADS": 2,
+            },
+        )
+    ).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("scm.")})
+    with torch.no_grad():
+        reference = plain(inputs)
+    for o, r in zip(out, reference):
+        torch.testing.assert_close(o["cam"], r["cam"])  # TS-CAM's coupled map A * S_c
+        torch.testing.assert_close(o["cam"], o["attention"] * o["semantic"])
+    model.train()
+    with EventStorage():
+        losses = model(inputs)
+    assert len(calls) == 1 + 4 and torch.isfinite(losses["loss_cls"])
+    losses["loss_cls"].backward()
+    assert model.scm.blocks[0].lam.grad is not None
+    with pytest.raises(ValueError, match="SCM needs a head with a semantic map"):
+        build_model(synthetic_cfg("cam_vgg_tiny.yaml", {"MODEL.SCM.ENABLED": True}))
+
+
+def test_adl_positions_from_config():
+    cfg = synthetic_cfg("adl_vgg_tiny.yaml", {"MODEL.WSOL.NUM_CLASSES": 4})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    features = dict(model.backbone.named_modules())
+    adls = [features[p].adl for p in ("features.11", "features.17", "features.24")]
+    assert all(isinstance(a, ADL) and a.drop_rate == 0.75 and a.threshold == 0.8 for a in adls)
+    assert isinstance(features["features.11"], nn.MaxPool2d)  # pool3 of the tiny VGG
+    assert isinstance(features["features.17"], nn.ReLU) and isinstance(
+        features["features.24"], nn.ReLU
+    )
+    calls = count_calls(adls)
+    inputs = batch(4, 32, [1, 2])
+    with torch.no_grad():
+        eval_out = model.eval()(inputs)
+        plain = build_model(
+            synthetic_cfg("cam_vgg_tiny.yaml", {"MODEL.WSOL.NUM_CLASSES": 4})
+        ).eval()
+        plain.load_state_dict(model.state_dict())
+        plain_out = plain(inputs)
+    for a, b in zip(eval_out, plain_out):
+        torch.testing.assert_close(a["cam"], b["cam"])  # ADL is the identity at test
+    with EventStorage():
+        model.train()(inputs)
+    assert len(calls) == 6  # 3 at test (identity), 3 in training
+
+
+class PooledImage(nn.Module):
+    """A backbone whose feature map is the image average-pooled by 8: CAMs follow the image."""
+
+    def forward(self, x):
+        return {"f": nn.functional.avg_pool2d(x, 8)}
+
+    def output_shape(self):
+        return {"f": ShapeSpec(channels=3, stride=8)}
+
+
+def cropcam_model(nu):
+    head = CAMHead(in_feature="f", in_channels=3, conv_dims=[], num_classes=2)
+    with torch.no_grad():
+        head.fc.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+        head.fc.bias.zero_()
+    opts = CropCAMOptions(tau=0.5, nu=nu, lam=0.9, l_pos=0.9, l_neg=0.1, start_iter=2)
+    return WSOLClassifier(
+        backbone=PooledImage(),
+        head=head,
+        pixel_mean=[0.0] * 3,
+        pixel_std=[1.0] * 3,
+        loss="ce",
+        test_cam_class="gt",
+        cropcam=opts,
+    )
+
+
+def bright_square_input(cells):
+    """64x64 image; channel 0 is 1 on the given 8-px cells (rows, cols slices), else 0."""
+    image = torch.zeros(3, 64, 64)
+    rows, cols = cells
+    image[0, rows.start * 8 : rows.stop * 8, cols.start * 8 : cols.stop * 8] = 1.0
+    return {"image": image, "image_labels": torch.tensor([1.0, 0.0]), "image_id": "sq"}
+
+
+def test_cropcam_test_rule_area_ratio_below_nu():
+    # A 2x2-cell bright square on the 8x8 CAM: crop box 16 x 16 px = 1/16 of the 64 x 64 image.
+    small = bright_square_input((slice(2, 4), slice(2, 4)))
+    for nu, zoomed in ((0.0625, False), (0.07, True)):
+        model = cropcam_model(nu).eval()
+        calls = count_calls([model.backbone])
+        with torch.no_grad():
+            cam = model([small])[0]["cam"]
+        assert len(calls) == (2 if zoomed else 1)
+        if zoomed:
+            # Pasted at input resolution: outside the crop, the CAM upsampled (bicubic) and
+            # min-max normalised; inside, the zoomed CAM normalised on its own to [0, 1].
+            assert cam.shape == (64, 64)
+            cam8 = small["image"][0].reshape(8, 8, 8, 8).mean(dim=(1, 3))[None, None]
+            up = nn.functional.interpolate(cam8, size=(64, 64), mode="bicubic")[0, 0]
+            up = (up - up.min()) / (up.max() - up.min())
+            outside = torch.ones(64, 64, dtype=torch.bool)
+            outside[16:32, 16:32] = False
+            torch.testing.assert_close(cam[outside], up[outside])
+            inside = cam[16:32, 16:32]
+            assert inside.min() == 0 and inside.max() == 1
+        else:
+            assert cam.shape == (8, 8)
+            torch.testing.assert_close(cam[2:4, 2:4], torch.ones(2, 2))
+    large = bright_square_input((slice(0, 7), slice(1, 8)))
+    model = cropcam_model(0.7).eval()
+    with torch.no_grad():
+        assert model([large])[0]["cam"].shape == (8, 8)  # 7x7 of 8x8 cells: 0.77 >= nu
+
+
+def test_cropcam_training_switch():
+    model = cropcam_model(0.5).train()
+    inputs = [
+        bright_square_input((slice(2, 4), slice(2, 5))),
+        bright_square_input((slice(0, 3), slice(0, 3))),
+    ]
+    with EventStorage(start_iter=1):
+        assert set(model(inputs)) == {"loss_cls"}
+    with EventStorage(start_iter=2):
+        losses = model(inputs)
+    assert set(losses) == {"loss_cropcam_cls", "loss_cropcam_att"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    with pytest.raises(ValueError, match="CropCAM trains with single-label cross-entropy"):
+        build_model(synthetic_cfg("cam_vgg_tiny_cropcam.yaml", {"MODEL.WSOL.LOSS": "bce"}))
+
+
+def test_optimizer_learning_rates_and_decays():
+    cfg = synthetic_cfg(
+        "cam_vgg_tiny.yaml",
+        {
+            "SOLVER.BASE_LR": 0.1,
+            "SOLVER.WEIGHT_DECAY": 0.001,
+            "SOLVER.WEIGHT_DECAY_NORM": 0.0,
+            "SOLVER.WSOL.HEAD_LR_FACTOR": 10.0,
+        },
+    )
+    model = build_model(cfg)
+    optimizer = build_wsol_optimizer(cfg, model)
+    assert type(optimizer) is torch.optim.SGD and optimizer.defaults["nesterov"] is False
+    group = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    assert len(group) == sum(1 for p in model.parameters() if p.requires_grad)
+    conv, bn = model.backbone.features[0], model.backbone.features[1]
+    assert (group[id(conv.weight)]["lr"], group[id(conv.weight)]["weight_decay"]) == (0.1, 0.001)
+    assert group[id(bn.weight)]["weight_decay"] == 0.0 and group[id(bn.bias)]["lr"] == 0.1
+    for p in (model.head.fc.weight, model.head.fc.bias, model.head.convs[0].weight):
+        assert group[id(p)]["lr"] == pytest.approx(1.0) and group[id(p)]["weight_decay"] == 0.001
+    cfg.merge_from_list(
+        [
+            "SOLVER.OPTIMIZER",
+            "AdamW",
+            "SOLVER.WSOL.ADAM_BETAS",
+            [0.9, 0.99],
+            "SOLVER.WEIGHT_DECAY_BIAS",
+            0.0,
+        ]
+    )
+    adamw = build_wsol_optimizer(cfg, model)
+    assert type(adamw) is torch.optim.AdamW and adamw.defaults["betas"] == (0.9, 0.99)
+    group = {id(p): g for g in adamw.param_groups for p in g["params"]}
+    assert group[id(model.head.fc.bias)]["weight_decay"] == 0.0
+    assert group[id(model.head.fc.weight)]["weight_decay"] == 0.001
+    cfg.merge_from_list(["SOLVER.OPTIMIZER", "LAMB"])
+    with pytest.raises(ValueError, match="SOLVER.OPTIMIZER: unknown 'LAMB'"):
+        build_wsol_optimizer(cfg, model)

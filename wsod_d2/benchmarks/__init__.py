@@ -1,0 +1,1 @@
+"""What tools/benchmark.py measures: speed tables, never run by the tests' timings."""

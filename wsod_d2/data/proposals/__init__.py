@@ -1,0 +1,1 @@
+"""Precomputed proposals: the file format, its checks, converters, and selective search."""

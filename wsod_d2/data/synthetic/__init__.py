@@ -1,0 +1,1 @@
+"""Synthetic datasets in the real file formats (VOC, wsolevaluation), made on first use."""

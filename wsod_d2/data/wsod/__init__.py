@@ -1,0 +1,1 @@
+"""Detector data: image labels, proposals attached to dataset dicts, mappers, loaders."""

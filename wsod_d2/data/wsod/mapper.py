@@ -1,0 +1,148 @@
+"""WSODDatasetMapper: image, image-level labels and precomputed proposals for WSOD."""
+import copy
+import logging
+from typing import List, Optional
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import DatasetMapper
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.structures import Boxes, Instances
+
+from wsod_d2.data.photometric import build_photometric_augmentation
+
+logger = logging.getLogger(__name__)
+
+
+def dedup_boxes(boxes: np.ndarray, scale: float) -> np.ndarray:
+    """Indices (in original order) of the first of each group of boxes equal after
+    ``round(box * scale)``; OICR's DEDUP_BOXES. boxes: (N, 4)."""
+    if scale <= 0 or len(boxes) == 0:
+        return np.arange(len(boxes))
+    keys = np.round(boxes * scale).astype(np.int64)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    return np.sort(first)
+
+
+def read_image_checked(dataset_dict, image_format: str) -> np.ndarray:
+    """The dict's image, or an error naming its file and image id (unreadable or a size that
+    disagrees with the dict's height / width)."""
+    try:
+        image = utils.read_image(dataset_dict["file_name"], format=image_format)
+    except Exception as e:
+        raise RuntimeError(
+            f"cannot read image {dataset_dict['file_name']} "
+            f"(image_id {dataset_dict.get('image_id')}): {e}"
+        ) from e
+    utils.check_image_size(dataset_dict, image)
+    return image
+
+
+class WSODDatasetMapper(DatasetMapper):
+    """Maps a WSOD dataset dict (with "proposal_boxes" and "image_labels") to model input.
+
+    The proposal subset is chosen once per image in original coordinates (min size,
+    de-duplication, top-k by objectness), then transformed with the image, so several views of
+    one image (scales x flips) can share it: see :meth:`select_proposals` and :meth:`map_view`.
+    Output: "image" (3, H, W), "proposals" (Instances with proposal_boxes, objectness_logits),
+    "image_labels" (C,) float multi-hot, plus the input's "file_name", "image_id", "height" and
+    "width".
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool,
+        *,
+        augmentations: List,
+        image_format: str,
+        num_classes: int,
+        proposal_topk: Optional[int],
+        proposal_min_size: float,
+        proposal_dedup_scale: float,
+    ):
+        super().__init__(
+            is_train,
+            augmentations=augmentations,
+            image_format=image_format,
+            precomputed_proposal_topk=proposal_topk,
+        )
+        self.num_classes = num_classes
+        self.proposal_min_size = proposal_min_size
+        self.proposal_dedup_scale = proposal_dedup_scale
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        topk = (
+            cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN
+            if is_train
+            else cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST
+        )
+        return {
+            "is_train": is_train,
+            "augmentations": build_photometric_augmentation(cfg, is_train)
+            + utils.build_augmentation(cfg, is_train),
+            "image_format": cfg.INPUT.FORMAT,
+            "num_classes": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            "proposal_topk": topk,
+            "proposal_min_size": cfg.INPUT.PROPOSAL_MIN_SIZE,
+            "proposal_dedup_scale": cfg.INPUT.PROPOSAL_DEDUP_SCALE,
+        }
+
+    def select_proposals(self, dataset_dict):
+        """(boxes (N, 4), logits (N,)) kept for this image, in original image coordinates."""
+        boxes = np.asarray(dataset_dict["proposal_boxes"], dtype=np.float32).reshape(-1, 4)
+        logits = np.asarray(dataset_dict["proposal_objectness_logits"], dtype=np.float32)
+        wh = boxes[:, 2:] - boxes[:, :2]
+        keep = np.nonzero((wh >= self.proposal_min_size).all(axis=1))[0]
+        keep = keep[dedup_boxes(boxes[keep], self.proposal_dedup_scale)]
+        if self.proposal_topk is not None:
+            keep = keep[np.argsort(-logits[keep], kind="stable")[: self.proposal_topk]]
+        if len(keep) == 0:
+            raise ValueError(
+                f"image {dataset_dict.get('image_id')} ({dataset_dict['file_name']}) has no "
+                f"proposal with both sides >= INPUT.PROPOSAL_MIN_SIZE={self.proposal_min_size}"
+            )
+        return boxes[keep], logits[keep]
+
+    def map_view(self, image, boxes, logits, augmentations):
+        """Apply ``augmentations`` to the image and the proposals: ("image", "proposals")."""
+        aug_input = T.AugInput(image)
+        transforms = augmentations(aug_input)
+        image = aug_input.image
+        h, w = image.shape[:2]
+        tboxes = Boxes(torch.as_tensor(transforms.apply_box(boxes), dtype=torch.float32))
+        tboxes.clip((h, w))
+        proposals = Instances((h, w))
+        proposals.proposal_boxes = tboxes
+        proposals.objectness_logits = torch.as_tensor(logits)
+        tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return tensor, proposals
+
+    def image_labels(self, dataset_dict) -> torch.Tensor:
+        labels = torch.zeros(self.num_classes)
+        labels[list(dataset_dict["image_labels"])] = 1.0
+        return labels
+
+    def __call__(self, dataset_dict):
+        dataset_dict = copy.copy(dataset_dict)
+        image = read_image_checked(dataset_dict, self.image_format)
+        boxes, logits = self.select_proposals(dataset_dict)
+        dataset_dict["image"], dataset_dict["proposals"] = self.map_view(
+            image, boxes, logits, self.augmentations
+        )
+        return self.finish(dataset_dict)
+
+    def finish(self, dataset_dict):
+        """Add "image_labels" and drop the keys the model does not read."""
+        dataset_dict["image_labels"] = self.image_labels(dataset_dict)
+        for key in (
+            "annotations",
+            "proposal_boxes",
+            "proposal_objectness_logits",
+            "proposal_bbox_mode",
+        ):
+            dataset_dict.pop(key, None)
+        return dataset_dict

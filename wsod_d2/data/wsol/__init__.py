@@ -1,0 +1,1 @@
+"""Classifier data (WSOL, multi-label): square views, no proposals."""

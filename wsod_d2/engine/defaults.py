@@ -1,0 +1,69 @@
+"""The command line of ``tools/train_net.py`` as library functions, like detectron2's
+``engine/defaults.py``: ``setup(args)`` -> cfg, ``build_trainer(cfg)`` -> the trainer class that
+fits the model, ``main(args)`` trains or evaluates, ``launch_from_args`` runs it in processes."""
+from detectron2.engine import default_setup
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from wsod_d2.config import get_wsod_cfg
+from wsod_d2.engine.launch import launch
+from wsod_d2.engine.wsod_trainer import WSODTrainer
+from wsod_d2.engine.wsol_trainer import WSOLTrainer
+from wsod_d2.modeling.checkpoint import WSODCheckpointer
+
+# Meta-architectures trained by a trainer other than WSODTrainer.
+TRAINERS = {"WSOLClassifier": WSOLTrainer}
+
+
+def load_config(args):
+    """The frozen config of ``--config-file`` and the trailing ``KEY VALUE`` overrides."""
+    return get_wsod_cfg(args.config_file, args.opts)
+
+
+def setup(args):
+    """``load_config`` plus detectron2's ``default_setup`` (output dir, logs, seed) and the
+    wsod_d2 logger."""
+    cfg = load_config(args)
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="wsod_d2")
+    return cfg
+
+
+def build_trainer(cfg):
+    """The trainer class for ``cfg.MODEL.META_ARCHITECTURE`` (WSODTrainer unless in TRAINERS)."""
+    return TRAINERS.get(cfg.MODEL.META_ARCHITECTURE, WSODTrainer)
+
+
+def main(args):
+    """Train (``trainer.train()``'s results) or, with ``--eval-only``, evaluate MODEL.WEIGHTS."""
+    cfg = setup(args)
+    Trainer = build_trainer(cfg)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        WSODCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        results = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            results.update(Trainer.test_with_TTA(cfg, model))
+        if comm.is_main_process():
+            verify_results(cfg, results)
+        return results
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def launch_from_args(args, main_func=main):
+    """Run ``main_func(args)`` in the processes that the command-line flags ask for (CPU
+    processes over gloo when MODEL.DEVICE is cpu)."""
+    launch(
+        main_func,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+        use_cuda=load_config(args).MODEL.DEVICE.startswith("cuda"),
+    )

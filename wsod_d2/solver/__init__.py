@@ -1,0 +1,2 @@
+"""Optimizers."""
+from wsod_d2.solver.build import build_optimizer

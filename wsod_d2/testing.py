@@ -1,0 +1,59 @@
+"""Fixtures for wsod_d2's tests and for users' own: a tiny synthetic VOC-format dataset and a tiny
+WSOL one, and the synthetic WSDDN config shrunk to them (as detectron2's utils/testing.py)."""
+import os
+
+from wsod_d2.config import get_wsod_cfg
+from wsod_d2.data.synthetic.voc import SyntheticVOCSpec
+from wsod_d2.data.synthetic.wsol import SyntheticWSOLSpec
+
+# The source checkout that holds configs/ and tools/ (wsod_d2 is installed editable from it).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONFIG = "configs/Synthetic/wsddn_tiny.yaml"
+TINY_SPEC = SyntheticVOCSpec(
+    num_trainval=16,
+    num_test=8,
+    num_classes=4,
+    seed=3,
+    min_size=96,
+    max_size=128,
+    difficult_size_frac=0.15,
+)
+TINY_WSOL = SyntheticWSOLSpec(
+    num_classes=4, train_per_class=4, val_per_class=1, test_per_class=3, min_size=48, max_size=64
+)
+
+
+def tiny_opts(tiny_voc, output_dir, *opts):
+    """Command-line overrides that shrink the synthetic WSDDN config to the tiny dataset.
+
+    tiny_voc: (dataset root, {"trainval": name, "test": name}, {split: proposal file}).
+    """
+    _, names, proposals = tiny_voc
+    return [
+        str(x)
+        for x in (
+            "MODEL.DEVICE", "cpu",
+            "MODEL.ROI_HEADS.NUM_CLASSES", TINY_SPEC.num_classes,
+            "DATASETS.TRAIN", (names["trainval"],),
+            "DATASETS.PROPOSAL_FILES_TRAIN", (proposals["trainval"],),
+            "DATASETS.TEST", (names["test"], names["trainval"]),
+            "DATASETS.PROPOSAL_FILES_TEST", (proposals["test"], proposals["trainval"]),
+            "DATASETS.PROPOSAL_WORKERS", 1,
+            "INPUT.MIN_SIZE_TRAIN", (96, 112),
+            "INPUT.MIN_SIZE_TEST", 112,
+            "DATALOADER.NUM_WORKERS", 0,
+            "SOLVER.IMS_PER_BATCH", 2,
+            "SOLVER.MAX_ITER", 4,
+            "SOLVER.WARMUP_ITERS", 0,
+            "SOLVER.CHECKPOINT_PERIOD", 2,
+            "OUTPUT_DIR", output_dir,
+            *opts,
+        )
+    ]  # fmt: skip
+
+
+def tiny_cfg(tiny_voc, output_dir, *opts):
+    """The synthetic WSDDN config, shrunk to the tiny dataset and a few iterations."""
+    return get_wsod_cfg(
+        os.path.join(REPO_ROOT, TINY_CONFIG), tiny_opts(tiny_voc, output_dir, *opts), freeze=False
+    )

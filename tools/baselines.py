@@ -4,12 +4,11 @@ evaluators of a config's test sets: ``tools/baselines.py --config-file CONFIG [K
 import argparse
 import json
 
-from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 
-from wsod_d2 import add_wsod_config
+from wsod_d2.config import get_wsod_cfg
 from wsod_d2.data.wsod.build import dataset_dicts_from_config
-from wsod_d2.engine import build_wsod_evaluator
+from wsod_d2.evaluation.build import build_wsod_evaluator
 from wsod_d2.evaluation.baselines import BASELINES, evaluate_baseline
 
 
@@ -22,10 +21,7 @@ def main():
     args = parser.parse_args()
     setup_logger(name="wsod_d2")
     setup_logger(name="detectron2")
-    cfg = get_cfg()
-    add_wsod_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = get_wsod_cfg(args.config_file, args.opts)
     results = {}
     for name, proposal_file in zip(cfg.DATASETS.TEST, cfg.DATASETS.PROPOSAL_FILES_TEST):
         dicts = dataset_dicts_from_config(cfg, [name], [proposal_file], is_train=False)

@@ -6,10 +6,9 @@
 """
 import argparse
 
-from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 
-from wsod_d2 import add_wsod_config
+from wsod_d2.config import get_wsod_cfg
 from wsod_d2.data import build_wsod_test_loader
 from wsod_d2.engine import WSODTrainer
 from wsod_d2.modeling import WSODCheckpointer
@@ -29,11 +28,7 @@ def main():
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args()
     setup_logger(name="wsod_d2")
-    cfg = get_cfg()
-    add_wsod_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
+    cfg = get_wsod_cfg(args.config_file, args.opts)
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     model = WSODTrainer.build_model(cfg)
     checkpointer = WSODCheckpointer(model, save_dir=cfg.OUTPUT_DIR)

@@ -17,15 +17,14 @@ import os
 import cv2
 import numpy as np
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode
 from detectron2.utils.logger import setup_logger
 
-from wsod_d2 import add_wsod_config
+from wsod_d2.config import get_wsod_cfg
+from wsod_d2.data.wsol.build import build_wsol_test_loader
 from wsod_d2.engine import WSOLTrainer
-from wsod_d2.engine.wsol_trainer import build_wsol_test_loader
 from wsod_d2.evaluation.wsol.metrics import normalize_scoremap, resize_scoremap
 from wsod_d2.modeling import WSODCheckpointer
 
@@ -106,10 +105,7 @@ def main(argv=None):
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
     setup_logger(name="wsod_d2")
-    cfg = get_cfg()
-    add_wsod_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = get_wsod_cfg(args.config_file, args.opts, freeze=False)
     cfg.TEST.WSOL.IMS_PER_BATCH = 1
     if args.cam_class:
         cfg.MODEL.WSOL.TEST_CAM_CLASS = args.cam_class

@@ -22,10 +22,14 @@ def add_wsod_config(cfg):
     add_backbone_config(cfg)
     add_box_head_config(cfg)
     add_mil_config(cfg)
-    add_test_config(cfg)
-    add_detection_heads_config(cfg)
+    add_refinement_config(cfg)
     add_casd_config(cfg)
     add_wsol_config(cfg)
+    add_csra_config(cfg)
+    add_adl_config(cfg)
+    add_scm_config(cfg)
+    add_cropcam_config(cfg)
+    add_test_config(cfg)
     add_solver_config(cfg)
 
 
@@ -40,11 +44,31 @@ def add_dataset_config(cfg):
 
 
 def add_input_config(cfg):
+    """Proposal filtering, multi-view training (CASDRCNN) and photometric augmentation."""
     # Proposals with a side shorter than this (pixels of the original image) are dropped.
     cfg.INPUT.PROPOSAL_MIN_SIZE = 2.0
     # De-duplication: proposals equal after scaling by this factor and rounding are merged
     # (OICR's DEDUP_BOXES = 1/16, the feature stride of VGG16); 0 disables it.
     cfg.INPUT.PROPOSAL_DEDUP_SCALE = 0.0625
+
+    cfg.INPUT.VIEWS = CN()
+    # Training views per image: NUM_SCALES short sides drawn without replacement from
+    # INPUT.MIN_SIZE_TRAIN, each also flipped when FLIP (CASD: 2 scales x flip = 4 views).
+    # 0: one view per image, the plain mapper (INPUT.RANDOM_FLIP applies there).
+    cfg.INPUT.VIEWS.NUM_SCALES = 0
+    cfg.INPUT.VIEWS.FLIP = True
+    # Proposals shared by all views: a uniformly random subset of this size, drawn after
+    # PRECOMPUTED_PROPOSAL_TOPK_TRAIN (CASD: 800); 0 keeps them all.
+    cfg.INPUT.VIEWS.NUM_PROPOSALS = 0
+
+    # Photometric distortion of training images, once per image before the views are made
+    # (CASD's "augmentation": random brightness, contrast, saturation, each applied with
+    # probability 1/2). Ranges are detectron2's intensity factors.
+    cfg.INPUT.PHOTOMETRIC = CN()
+    cfg.INPUT.PHOTOMETRIC.ENABLED = False
+    cfg.INPUT.PHOTOMETRIC.BRIGHTNESS = (0.875, 1.125)
+    cfg.INPUT.PHOTOMETRIC.CONTRAST = (0.5, 1.5)
+    cfg.INPUT.PHOTOMETRIC.SATURATION = (0.5, 1.5)
 
 
 def add_backbone_config(cfg):
@@ -65,6 +89,27 @@ def add_backbone_config(cfg):
     # ImageNet weights in MODEL.WEIGHTS are recognised by their tensor names (torchvision or
     # caffe): set PIXEL_MEAN/STD and INPUT.FORMAT to match (caffe: BGR, 0-255, std 1).
 
+    cfg.MODEL.RESNET_WSOL = CN()
+    # torchvision ResNet depth (18, 34, 50, 101, 152).
+    cfg.MODEL.RESNET_WSOL.DEPTH = 50
+    # Stride of layer3: 1 is wsolevaluation's "large feature map" (28 x 28 at 224), 2 torchvision's.
+    cfg.MODEL.RESNET_WSOL.LAYER3_STRIDE = 2
+    # Stride of layer4 (wsolevaluation keeps 1).
+    cfg.MODEL.RESNET_WSOL.LAYER4_STRIDE = 1
+
+    cfg.MODEL.VIT = CN()
+    # timm model built with pretrained=False; the keys below override its architecture.
+    cfg.MODEL.VIT.ARCH = "deit_small_patch16_224"
+    # Input side (views must be this size) and patch side; the token grid is their ratio.
+    cfg.MODEL.VIT.IMG_SIZE = 224
+    cfg.MODEL.VIT.PATCH_SIZE = 16
+    # Token dimension, number of blocks and attention heads (DeiT-S: 384, 12, 6).
+    cfg.MODEL.VIT.EMBED_DIM = 384
+    cfg.MODEL.VIT.DEPTH = 12
+    cfg.MODEL.VIT.NUM_HEADS = 6
+    # Stochastic depth rate (TS-CAM trains DeiT-S with 0.1).
+    cfg.MODEL.VIT.DROP_PATH_RATE = 0.1
+
 
 def add_box_head_config(cfg):
     # Dropout after fc6 and fc7 (VGG16's classifier uses 0.5).
@@ -72,6 +117,7 @@ def add_box_head_config(cfg):
 
 
 def add_mil_config(cfg):
+    """The multiple-instance head (WSDDN, ContextLocNet)."""
     cfg.MODEL.MIL = CN()
     # Multiple-instance head from MIL_HEAD_REGISTRY ("WSDDN").
     cfg.MODEL.MIL.NAME = "WSDDN"
@@ -83,6 +129,15 @@ def add_mil_config(cfg):
     cfg.MODEL.MIL.LOSS_REDUCTION = "mean"
     # Weight of the MIL loss in the total.
     cfg.MODEL.MIL.LOSS_WEIGHT = 1.0
+    # ContextLocNet (MODEL.MIL.NAME "ContextLocNet"): the context ring is the box scaled by this
+    # factor minus the box; the frame ring is the box minus the box scaled by its inverse.
+    cfg.MODEL.MIL.CONTEXT_SCALE = 1.8
+    # ContextLocNet: margin of the hinge loss max(0, margin - y' score) on image scores.
+    cfg.MODEL.MIL.HINGE_MARGIN = 1.0
+    # ContextLocNet: RoI scores (test, and the refinement stages' pseudo labels): "raw"
+    # fc8c * softmax_r(L) (the paper's, may be negative) or "softmax" softmax_c(fc8c) * softmax_r(L)
+    # (CASD's, in [0, 1]; required under refinement stages).
+    cfg.MODEL.MIL.CONTEXT_ROI_SCORES = "raw"
 
 
 def add_test_config(cfg):
@@ -96,17 +151,8 @@ def add_test_config(cfg):
     cfg.TEST.CORLOC_COUNT_DIFFICULT_ONLY = True
 
 
-def add_detection_heads_config(cfg):
-    # ContextLocNet (MODEL.MIL.NAME "ContextLocNet"): the context ring is the box scaled by this
-    # factor minus the box; the frame ring is the box minus the box scaled by its inverse.
-    cfg.MODEL.MIL.CONTEXT_SCALE = 1.8
-    # ContextLocNet: margin of the hinge loss max(0, margin - y' score) on image scores.
-    cfg.MODEL.MIL.HINGE_MARGIN = 1.0
-    # ContextLocNet: RoI scores (test, and the refinement stages' pseudo labels): "raw"
-    # fc8c * softmax_r(L) (the paper's, may be negative) or "softmax" softmax_c(fc8c) * softmax_r(L)
-    # (CASD's, in [0, 1]; required under refinement stages).
-    cfg.MODEL.MIL.CONTEXT_ROI_SCORES = "raw"
-
+def add_refinement_config(cfg):
+    """Online refinement (OICR / PCL / MIST stages, box regression)."""
     # Online refinement stages after the MIL head (ROI_HEADS.NAME "RefinementROIHeads").
     cfg.MODEL.REFINEMENT = CN()
     # K, the number of refinement stages; stage k is supervised by stage k-1's scores.
@@ -145,27 +191,7 @@ def add_detection_heads_config(cfg):
 
 
 def add_casd_config(cfg):
-    """Multi-view training (CASDRCNN), CASD self-distillation and Inverted Attention
-    (ROI_HEADS.NAME "CASDROIHeads"), photometric augmentation."""
-    cfg.INPUT.VIEWS = CN()
-    # Training views per image: NUM_SCALES short sides drawn without replacement from
-    # INPUT.MIN_SIZE_TRAIN, each also flipped when FLIP (CASD: 2 scales x flip = 4 views).
-    # 0: one view per image, the plain mapper (INPUT.RANDOM_FLIP applies there).
-    cfg.INPUT.VIEWS.NUM_SCALES = 0
-    cfg.INPUT.VIEWS.FLIP = True
-    # Proposals shared by all views: a uniformly random subset of this size, drawn after
-    # PRECOMPUTED_PROPOSAL_TOPK_TRAIN (CASD: 800); 0 keeps them all.
-    cfg.INPUT.VIEWS.NUM_PROPOSALS = 0
-
-    # Photometric distortion of training images, once per image before the views are made
-    # (CASD's "augmentation": random brightness, contrast, saturation, each applied with
-    # probability 1/2). Ranges are detectron2's intensity factors.
-    cfg.INPUT.PHOTOMETRIC = CN()
-    cfg.INPUT.PHOTOMETRIC.ENABLED = False
-    cfg.INPUT.PHOTOMETRIC.BRIGHTNESS = (0.875, 1.125)
-    cfg.INPUT.PHOTOMETRIC.CONTRAST = (0.5, 1.5)
-    cfg.INPUT.PHOTOMETRIC.SATURATION = (0.5, 1.5)
-
+    """CASD self-distillation and Inverted Attention (ROI_HEADS.NAME "CASDROIHeads")."""
     cfg.MODEL.CASD = CN()
     # gamma of image-wise CASD (RoI attention of each view distilled to the max over views); 0 off.
     cfg.MODEL.CASD.IW_WEIGHT = 0.0
@@ -211,76 +237,6 @@ def add_wsol_config(cfg):
     # Class of the test map: "gt" (first GT label: GT-known protocol) or "top1" (predicted).
     cfg.MODEL.WSOL.TEST_CAM_CLASS = "gt"
 
-    cfg.MODEL.CSRA = CN()
-    # Number of CSRA heads H (1, 2, 4, 6 or 8), temperatures as in the paper.
-    cfg.MODEL.CSRA.NUM_HEADS = 1
-    # Weight lambda of the class-specific residual attention term (Eq. 1).
-    cfg.MODEL.CSRA.LAMBDA = 0.1
-
-    cfg.MODEL.ADL = CN()
-    # Backbone submodules after which ADL runs, e.g. VGG16 "features.16" (pool3), "features.22"
-    # (conv4_3), "features.29" (conv5_3); ResNet "layer3.0", "layer4.0", "layer4.2". Empty: off.
-    cfg.MODEL.ADL.POSITIONS = []
-    # Probability that a batch uses the drop mask rather than the importance map (drop_rate).
-    cfg.MODEL.ADL.DROP_RATE = 0.75
-    # gamma: the drop mask erases attention >= gamma * its maximum.
-    cfg.MODEL.ADL.THRESHOLD = 0.8
-
-    cfg.MODEL.SCM = CN()
-    # Train TS-CAM through SCM (its semantic map refined by L diffusion blocks; never at test).
-    cfg.MODEL.SCM.ENABLED = False
-    # Number of activation diffusion blocks L.
-    cfg.MODEL.SCM.NUM_BLOCKS = 4
-    # Initial learnable lambda of the semantic Laplacian (Eq. 4).
-    cfg.MODEL.SCM.LAMBDA_INIT = 1.0
-    # Initial learnable beta of the tanhshrink filter (Eq. 7).
-    cfg.MODEL.SCM.BETA_INIT = 0.5
-    # alpha of the Newton-Schulz initial guess X0 = alpha * L^T (Eq. 6).
-    cfg.MODEL.SCM.ALPHA = 0.002
-    # Newton-Schulz iterations p.
-    cfg.MODEL.SCM.ITERATIONS = 4
-    # Residual connections of the paper's Fig. 2 (S + S * T, F + T).
-    cfg.MODEL.SCM.RESIDUAL = True
-    # Released-code scale handling (min-max normalised F, filter knee beta * max F).
-    cfg.MODEL.SCM.NORMALIZE = True
-
-    cfg.MODEL.CROPCAM = CN()
-    # Small-object consistency: zoom on the CAM's crop for a second pass (training and test).
-    cfg.MODEL.CROPCAM.ENABLED = False
-    # Iteration from which training uses the CropCAM losses (plain classification before).
-    cfg.MODEL.CROPCAM.START_ITER = 0
-    # tau: crop = squared box of the CAM cells above tau * max (--crop_threshold).
-    cfg.MODEL.CROPCAM.TAU = 0.15
-    # nu: at test the zoomed map is used when the crop covers less than nu (--crop_ratio).
-    cfg.MODEL.CROPCAM.NU = 0.3
-    # lambda_3: weight of classification vs. attention consistency (--loss_ratio).
-    cfg.MODEL.CROPCAM.LAMBDA = 0.9
-    # lambda_1: pull of the CAM toward the pasted zoomed map (--loss_pos).
-    cfg.MODEL.CROPCAM.LAMBDA_POS = 0.9
-    # lambda_2: push of the CAM away from the background map (--loss_neg).
-    cfg.MODEL.CROPCAM.LAMBDA_NEG = 0.1
-
-    cfg.MODEL.RESNET_WSOL = CN()
-    # torchvision ResNet depth (18, 34, 50, 101, 152).
-    cfg.MODEL.RESNET_WSOL.DEPTH = 50
-    # Stride of layer3: 1 is wsolevaluation's "large feature map" (28 x 28 at 224), 2 torchvision's.
-    cfg.MODEL.RESNET_WSOL.LAYER3_STRIDE = 2
-    # Stride of layer4 (wsolevaluation keeps 1).
-    cfg.MODEL.RESNET_WSOL.LAYER4_STRIDE = 1
-
-    cfg.MODEL.VIT = CN()
-    # timm model built with pretrained=False; the keys below override its architecture.
-    cfg.MODEL.VIT.ARCH = "deit_small_patch16_224"
-    # Input side (views must be this size) and patch side; the token grid is their ratio.
-    cfg.MODEL.VIT.IMG_SIZE = 224
-    cfg.MODEL.VIT.PATCH_SIZE = 16
-    # Token dimension, number of blocks and attention heads (DeiT-S: 384, 12, 6).
-    cfg.MODEL.VIT.EMBED_DIM = 384
-    cfg.MODEL.VIT.DEPTH = 12
-    cfg.MODEL.VIT.NUM_HEADS = 6
-    # Stochastic depth rate (TS-CAM trains DeiT-S with 0.1).
-    cfg.MODEL.VIT.DROP_PATH_RATE = 0.1
-
     cfg.INPUT.WSOL = CN()
     # Training view: resize to a RESIZE_TRAIN square, random CROP_TRAIN square (wsolevaluation:
     # 256 / 224), then INPUT.RANDOM_FLIP.
@@ -291,16 +247,6 @@ def add_wsol_config(cfg):
     cfg.INPUT.WSOL.RESIZED_CROP_SCALE = []
     # Test view: the image resized to a SIZE_TEST square.
     cfg.INPUT.WSOL.SIZE_TEST = 224
-
-    # WSOLTrainer's optimizer is SOLVER.OPTIMIZER: "SGD", "ADAM" or "ADAMW" (TS-CAM, SCM).
-    cfg.SOLVER.WSOL = CN()
-    # Parameters whose names start with one of these train at HEAD_LR_FACTOR x SOLVER.BASE_LR
-    # (wsolevaluation: the new layers, and ResNet's layer4, at 10x).
-    cfg.SOLVER.WSOL.HEAD_LR_PREFIXES = ["head."]
-    cfg.SOLVER.WSOL.HEAD_LR_FACTOR = 10.0
-    # Adam / AdamW's (beta1, beta2) and epsilon.
-    cfg.SOLVER.WSOL.ADAM_BETAS = [0.9, 0.999]
-    cfg.SOLVER.WSOL.ADAM_EPS = 1e-8
 
     cfg.TEST.WSOL = CN()
     # Images per batch at test.
@@ -320,7 +266,76 @@ def add_wsol_config(cfg):
     cfg.TEST.WSOL.EVAL_SIZE = []
 
 
+def add_csra_config(cfg):
+    """Class-specific residual attention (CSRA) heads of the multi-label classifier."""
+    cfg.MODEL.CSRA = CN()
+    # Number of CSRA heads H (1, 2, 4, 6 or 8), temperatures as in the paper.
+    cfg.MODEL.CSRA.NUM_HEADS = 1
+    # Weight lambda of the class-specific residual attention term (Eq. 1).
+    cfg.MODEL.CSRA.LAMBDA = 0.1
+
+
+def add_adl_config(cfg):
+    """Attention-based Dropout Layers inside the WSOL backbone."""
+    cfg.MODEL.ADL = CN()
+    # Backbone submodules after which ADL runs, e.g. VGG16 "features.16" (pool3), "features.22"
+    # (conv4_3), "features.29" (conv5_3); ResNet "layer3.0", "layer4.0", "layer4.2". Empty: off.
+    cfg.MODEL.ADL.POSITIONS = []
+    # Probability that a batch uses the drop mask rather than the importance map (drop_rate).
+    cfg.MODEL.ADL.DROP_RATE = 0.75
+    # gamma: the drop mask erases attention >= gamma * its maximum.
+    cfg.MODEL.ADL.THRESHOLD = 0.8
+
+
+def add_scm_config(cfg):
+    """Semantic Coupling Module, TS-CAM's training-time map refinement."""
+    cfg.MODEL.SCM = CN()
+    # Train TS-CAM through SCM (its semantic map refined by L diffusion blocks; never at test).
+    cfg.MODEL.SCM.ENABLED = False
+    # Number of activation diffusion blocks L.
+    cfg.MODEL.SCM.NUM_BLOCKS = 4
+    # Initial learnable lambda of the semantic Laplacian (Eq. 4).
+    cfg.MODEL.SCM.LAMBDA_INIT = 1.0
+    # Initial learnable beta of the tanhshrink filter (Eq. 7).
+    cfg.MODEL.SCM.BETA_INIT = 0.5
+    # alpha of the Newton-Schulz initial guess X0 = alpha * L^T (Eq. 6).
+    cfg.MODEL.SCM.ALPHA = 0.002
+    # Newton-Schulz iterations p.
+    cfg.MODEL.SCM.ITERATIONS = 4
+    # Residual connections of the paper's Fig. 2 (S + S * T, F + T).
+    cfg.MODEL.SCM.RESIDUAL = True
+    # Released-code scale handling (min-max normalised F, filter knee beta * max F).
+    cfg.MODEL.SCM.NORMALIZE = True
+
+
+def add_cropcam_config(cfg):
+    """CropCAM, the small-object zoom of the WSOL classifier."""
+    cfg.MODEL.CROPCAM = CN()
+    # Small-object consistency: zoom on the CAM's crop for a second pass (training and test).
+    cfg.MODEL.CROPCAM.ENABLED = False
+    # Iteration from which training uses the CropCAM losses (plain classification before).
+    cfg.MODEL.CROPCAM.START_ITER = 0
+    # tau: crop = squared box of the CAM cells above tau * max (--crop_threshold).
+    cfg.MODEL.CROPCAM.TAU = 0.15
+    # nu: at test the zoomed map is used when the crop covers less than nu (--crop_ratio).
+    cfg.MODEL.CROPCAM.NU = 0.3
+    # lambda_3: weight of classification vs. attention consistency (--loss_ratio).
+    cfg.MODEL.CROPCAM.LAMBDA = 0.9
+    # lambda_1: pull of the CAM toward the pasted zoomed map (--loss_pos).
+    cfg.MODEL.CROPCAM.LAMBDA_POS = 0.9
+    # lambda_2: push of the CAM away from the background map (--loss_neg).
+    cfg.MODEL.CROPCAM.LAMBDA_NEG = 0.1
+
+
 def add_solver_config(cfg):
-    # "SGD" (detectron2's, with SOLVER.MOMENTUM / NESTEROV) or "ADAM" (torch.optim.Adam, for
-    # small networks trained from random init, where it converges far faster).
+    """The one optimizer builder's keys (wsod_d2.solver.build_optimizer)."""
+    # "SGD" (with SOLVER.MOMENTUM / NESTEROV), "ADAM" (for small networks trained from random
+    # init, where it converges far faster than SGD) or "ADAMW" (TS-CAM, SCM).
     cfg.SOLVER.OPTIMIZER = "SGD"
+    # Parameters whose names start with one of these train at HEAD_LR_FACTOR x SOLVER.BASE_LR
+    # (wsolevaluation: the new layers, and ResNet's layer4, at 10x). Empty: none.
+    cfg.SOLVER.HEAD_LR_PREFIXES = []
+    cfg.SOLVER.HEAD_LR_FACTOR = 1.0
+    # Adam / AdamW's (beta1, beta2) and epsilon.
+    cfg.SOLVER.ADAM_BETAS = [0.9, 0.999]
+    cfg.SOLVER.ADAM_EPS = 1e-8

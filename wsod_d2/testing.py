@@ -5,9 +5,8 @@ import os
 from wsod_d2.config import get_wsod_cfg
 from wsod_d2.data.synthetic.voc import SyntheticVOCSpec
 from wsod_d2.data.synthetic.wsol import SyntheticWSOLSpec
+from wsod_d2.utils.env import REPO_ROOT  # noqa: F401  (re-exported for the tests)
 
-# The source checkout that holds configs/ and tools/ (wsod_d2 is installed editable from it).
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = "configs/Synthetic/wsddn_tiny.yaml"
 TINY_SPEC = SyntheticVOCSpec(
     num_trainval=16,

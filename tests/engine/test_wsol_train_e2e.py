@@ -12,6 +12,7 @@ import pytest
 from detectron2.config import get_cfg
 
 from wsod_d2 import add_wsod_config
+from wsod_d2.benchmarks import run_table
 from wsod_d2.data.datasets import register_synthetic_wsol
 from wsod_d2.engine import WSOLTrainer
 
@@ -124,7 +125,7 @@ def test_csra_multilabel_map(tiny_voc, tmp_path):
 
 
 def test_final_metrics_of_a_run(tmp_path):
-    table = load_tool("run_table")
+    table = run_table
     assert all(
         os.path.isfile(os.path.join(REPO_ROOT, c)) for c in table.PRESETS["wsol"] + table.PRESETS["wsod"]
     )
@@ -166,7 +167,7 @@ def test_table_runner_and_cam_drawing(tiny_wsol, tmp_path, monkeypatch):
     work = tmp_path / "table"
     config = os.path.join(REPO_ROOT, "configs", "Synthetic", "wsol", "tscam_vit_tiny.yaml")
     opts = tiny_opts(VIT_32)  # the runner sets OUTPUT_DIR itself
-    path = load_tool("run_table").main(
+    path = run_table.main(
         ["--configs", config, "--work-dir", str(work), "--train-script", helper, *opts]
     )
     lines = open(path).read().splitlines()

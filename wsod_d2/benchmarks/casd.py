@@ -6,12 +6,11 @@ from typing import Dict, List
 
 import numpy as np
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from PIL import Image
 
-from wsod_d2 import add_wsod_config
+from wsod_d2.config import get_wsod_cfg
 from wsod_d2.data.wsod.multiview_mapper import MultiViewWSODDatasetMapper
 
 from wsod_d2.benchmarks.pseudo_labels import random_proposals
@@ -57,10 +56,8 @@ def benchmark_casd_overhead(
     """Seconds of the plain steps on each of len(scales) x 2 views of one image, summed
     ("views_s"), and per variant of ``config_file`` (VARIANTS: CASD off, each component alone,
     all) the seconds of one step over all views and its overhead = seconds / views_s - 1."""
-    cfg = get_cfg()
-    add_wsod_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(
+    cfg = get_wsod_cfg(
+        config_file,
         [
             "MODEL.DEVICE", device,
             "MODEL.WEIGHTS", "",
@@ -68,7 +65,8 @@ def benchmark_casd_overhead(
             "INPUT.VIEWS.NUM_SCALES", str(len(scales)),
             "INPUT.VIEWS.FLIP", "True",
             "INPUT.VIEWS.NUM_PROPOSALS", str(num_proposals),
-        ]
+        ],
+        freeze=False,
     )  # fmt: skip
     torch.manual_seed(0)
     plain_cfg = cfg.clone()

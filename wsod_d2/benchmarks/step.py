@@ -6,12 +6,11 @@ from typing import Dict
 
 import torch
 import torch.nn as nn
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from wsod_d2 import add_wsod_config
+from wsod_d2.config import get_wsod_cfg
 
 from wsod_d2.benchmarks.pseudo_labels import random_proposals
 
@@ -41,10 +40,7 @@ def benchmark_step_share(
     config_file: str, *, short_side: int = 480, num_proposals: int = 2000, repeats: int = 3
 ) -> Dict[str, float]:
     """Seconds of a full training step (one image) and of its part after fc7, and the share."""
-    cfg = get_cfg()
-    add_wsod_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    cfg = get_wsod_cfg(config_file, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
     torch.manual_seed(0)
     model = build_model(cfg).train()
     height, width = short_side, short_side * 4 // 3

@@ -1,4 +1,8 @@
-"""Facts about the installed detectron2."""
+"""Facts about the installation: where the source checkout is, whether detectron2 has its ops."""
+import os
+
+# The source checkout that holds configs/ and tools/ (wsod_d2 is installed editable from it).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def has_detectron2_ops() -> bool:

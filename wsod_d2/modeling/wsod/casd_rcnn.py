@@ -15,14 +15,11 @@ class CASDRCNN(WSODRCNN):
     Test: WSODRCNN's single-view inference (and its TTA).
     """
 
+    trains_on_views = True
+
     def forward(self, batched_inputs: List[Dict]):
         if not self.training:
             return super().forward(batched_inputs)
-        if any("views" not in x for x in batched_inputs):
-            raise ValueError(
-                "CASDRCNN trains on multi-view inputs: set INPUT.VIEWS.NUM_SCALES >= 1 so the "
-                "train loader uses MultiViewWSODDatasetMapper"
-            )
         num_views = len(batched_inputs[0]["views"])
         flipped = [view["flipped"] for view in batched_inputs[0]["views"]]
         for x in batched_inputs:

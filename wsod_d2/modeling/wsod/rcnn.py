@@ -17,7 +17,12 @@ class WSODRCNN(nn.Module):
 
     Training returns the losses; test returns per image {"instances": detections in the
     original image size, "image_scores": (C,)}.
+
+    ``trains_on_views``: whether training inputs are several views of each image (multi-view
+    mapper, INPUT.VIEWS.NUM_SCALES >= 1) rather than one; the trainer checks the config against it.
     """
+
+    trains_on_views = False
 
     @configurable
     def __init__(

@@ -1,0 +1,64 @@
+"""What the WSOD and WSOL trainers share: detectron2's DefaultTrainer, except that DDP also wraps
+CPU models (several gloo processes), the checkpointer also reads ImageNet files, and the optimizer
+is wsod_d2's one builder."""
+import logging
+import weakref
+
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
+
+from wsod_d2.modeling.checkpoint import WSODCheckpointer
+from wsod_d2.solver.build import build_optimizer
+
+
+def create_ddp_model(model, **kwargs):
+    """DistributedDataParallel when there are several processes, on GPU or CPU."""
+    if comm.get_world_size() == 1:
+        return model
+    if model.device.type == "cuda":
+        kwargs.setdefault("device_ids", [comm.get_local_rank()])
+    return DistributedDataParallel(model, **kwargs)
+
+
+class WeakSupervisionTrainer(DefaultTrainer):
+    """The shared base of :class:`WSODTrainer` and :class:`WSOLTrainer`; each sibling supplies
+    its loaders and evaluators."""
+
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__ with create_ddp_model and WSODCheckpointer.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        self.check_model_and_config(cfg, model)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, broadcast_buffers=False)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
+            model, data_loader, optimizer
+        )
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = WSODCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def check_model_and_config(cls, cfg, model):
+        """Rules across config keys and the model that the training run needs, checked before
+        the first iteration; raises ValueError naming the keys. Default: none."""
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        raise ValueError(
+            f"TEST.AUG.ENABLED: test-time augmentation is defined for WSOD detectors only, not "
+            f"for {cfg.MODEL.META_ARCHITECTURE} ({cls.__name__}); set TEST.AUG.ENABLED False"
+        )
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)

@@ -26,7 +26,7 @@ from torch.utils.data import BatchSampler, DataLoader
 from wsod_d2.data.wsod.build import with_image_labels
 from wsod_d2.data.wsol.mapper import WSOLDatasetMapper
 from wsod_d2.evaluation.multilabel import VOCClassificationEvaluator
-from wsod_d2.evaluation.wsol.metrics import PxAPEvaluator, WSOLEvaluator
+from wsod_d2.evaluation.wsol.evaluators import PxAPEvaluator, WSOLEvaluator
 from wsod_d2.engine.wsod_trainer import WSODTrainer
 
 __all__ = [

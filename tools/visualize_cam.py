@@ -6,7 +6,8 @@
 
 Each PNG shows the image with the map of the chosen class as a heat map (the CAM, or TS-CAM /
 SCM's coupled map), the GT boxes (green) and the box of the largest region of the map above
-T x its maximum (red, as MaxBoxAcc / Top-1 Loc box it); TS-CAM heads add two panels, the
+T x its maximum (red: the evaluation's own box, the one MaxBoxAcc / Top-1 Loc score, with its
+end one pixel past the region and clipped to the image); TS-CAM heads add two panels, the
 class-token attention map and the class's semantic map. The map is resized to the image and
 min-max normalised as the WSOL evaluator does.
 """
@@ -25,6 +26,7 @@ from detectron2.utils.logger import setup_logger
 from wsod_d2.config import get_wsod_cfg
 from wsod_d2.data.wsol.build import build_wsol_test_loader
 from wsod_d2.engine import WSOLTrainer
+from wsod_d2.evaluation.wsol.boxes import largest_contour_box
 from wsod_d2.evaluation.wsol.metrics import normalize_scoremap, resize_scoremap
 from wsod_d2.modeling import WSODCheckpointer
 
@@ -37,17 +39,6 @@ LINE = 2
 def map_on_image(scoremap: np.ndarray, height: int, width: int) -> np.ndarray:
     """(h, w) model map -> (height, width) in [0, 1], bicubic and min-max as the evaluator."""
     return normalize_scoremap(resize_scoremap(scoremap, (height, width)))
-
-
-def largest_region_box(scoremap: np.ndarray, threshold: float):
-    """Box [x0, y0, x1, y1] of the largest contour of {map > threshold * max}, None if empty."""
-    u8 = (scoremap * 255).astype(np.uint8)
-    mask = cv2.threshold(u8, int(threshold * u8.max()), 255, cv2.THRESH_BINARY)[1]
-    contours = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
-    if not contours:
-        return None
-    x, y, w, h = cv2.boundingRect(max(contours, key=cv2.contourArea))
-    return [x, y, x + w, y + h]
 
 
 def heat_overlay(image_rgb: np.ndarray, scoremap: np.ndarray) -> np.ndarray:
@@ -70,7 +61,7 @@ def render(image_rgb, dataset_dict, output, class_names, threshold: float) -> np
         for a in dataset_dict.get("annotations", [])
     ]
     draw_boxes(panel, gt, GT_COLOUR)
-    box = largest_region_box(cam, threshold)
+    box = largest_contour_box(cam, threshold)
     if box is not None:
         draw_boxes(panel, [box], BOX_COLOUR)
     cls = output["cam_class"]

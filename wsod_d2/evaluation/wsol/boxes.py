@@ -1,7 +1,7 @@
 """
 Boxes of a score map at every cam threshold, as clovaai/wsolevaluation draws them (one
 ``cv2.threshold`` + ``cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)`` per threshold; the
-protocol is documented in ``wsol.py``), with the same numbers:
+protocol is documented in ``metrics.py``), with the same numbers:
 
 - each distinct integer level ``int(tau * max)`` is handled once (1000 thresholds give at most
   255 levels); levels at or above the map maximum are empty;
@@ -13,8 +13,11 @@ protocol is documented in ``wsol.py``), with the same numbers:
 
 Tracing stays the cost floor (``cv2.findContours`` scans every pixel of its image, about 0.7 ns a
 pixel, so the stacked crops cost about what the reference's full-image calls cost once most levels
-reach across the map); ``wsod_d2/benchmarks/wsol_metrics.py`` measures the speed against the reference's
-way on the same maps and checks that the accuracies agree.
+reach across the map); ``wsod_d2/benchmarks/wsol_metrics.py`` measures the speed against the
+reference's way on the same maps and checks that the accuracies agree.
+
+``largest_contour_box`` gives the box itself at one threshold, through the same tracing, for
+drawing the box that MaxBoxAcc and GT-known / Top-k Loc score.
 
 Tried instead, exact but not worth a compiled dependency: a component-tree sweep (one union-find
 pass over the pixels in falling value order, compiled with numba, giving every level's component
@@ -24,12 +27,12 @@ settle are traced; sweeping the high levels and tracing the low ones measured 0.
 module's speed on the benchmark's CAM-like maps, nowhere near the 5x target.
 """
 
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-__all__ = ["box_iou_inclusive", "scoremap_box_ious"]
+__all__ = ["box_iou_inclusive", "largest_contour_box", "scoremap_box_ious"]
 
 _UINT8_MAX = 255
 
@@ -55,6 +58,22 @@ def box_iou_inclusive(boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
     gt_area = (gt_boxes[:, 2] - gt_boxes[:, 0] + 1) * (gt_boxes[:, 3] - gt_boxes[:, 1] + 1)
     union = area[:, None] + gt_area[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
+def _threshold_levels(
+    scoremap: np.ndarray, cam_thresholds: Sequence[float]
+) -> Tuple[np.ndarray, int, np.ndarray]:
+    """
+    The reference's binarisation: ``u8 = uint8(map * 255)``, a pixel is on iff
+    ``u8 > int(tau * u8.max())``.
+
+    Returns:
+        u8: (H, W) uint8; top: u8.max(); levels: (T,) int64 ``int(tau * top)`` per threshold.
+    """
+    u8 = (scoremap * _UINT8_MAX).astype(np.uint8)
+    top = int(u8.max())
+    levels = (np.asarray(cam_thresholds, dtype=np.float64) * float(top)).astype(np.int64)
+    return u8, top, levels
 
 
 def _superlevel_extents(u8: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -90,12 +109,11 @@ def _reference_boxes(hulls: np.ndarray, height: int, width: int) -> np.ndarray:
     )
 
 
-def _traced_box_ious(
-    u8: np.ndarray, levels: np.ndarray, hulls: np.ndarray, gt_boxes: np.ndarray
-) -> Tuple[np.ndarray, np.ndarray]:
+def _traced_contours(
+    u8: np.ndarray, levels: np.ndarray, hulls: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
-    Best IoU with the GT boxes over the boxes of all contours of {u8 > L}, and of the largest
-    contour's box, for non-empty levels.
+    Reference boxes of all contours of {u8 > L} for non-empty levels, grouped level by level.
 
     All level sets are traced by one ``cv2.findContours`` call: each is cropped to its hull and
     stacked under the previous one with an empty row in between, so none touches another. The
@@ -105,7 +123,9 @@ def _traced_box_ious(
     Args:
         levels: (N,); hulls: (N, 4) [y0, y1, x0, x1] of the level sets, each non-empty.
     Returns:
-        all_contours: (N,) float64; largest_contour: (N,) float64.
+        boxes: (M, 4) int64 XYXY, the contours of level 0 first, each level in OpenCV's order;
+        level_starts: (N,) index of each level's first box; largest: (N,) index of each level's
+        first contour of largest ``cv2.contourArea``.
     """
     height, width = u8.shape
     y0, y1, x0, x1 = hulls.T
@@ -143,13 +163,49 @@ def _traced_box_ious(
     following = np.arange(1, len(xs) + 1)
     following[starts + lengths - 1] = starts
     twice_area = np.abs(np.add.reduceat(xs * ys[following] - xs[following] * ys, starts))
-    ious = box_iou_inclusive(boxes, gt_boxes).max(axis=1)
     level_starts = np.searchsorted(owner, np.arange(len(levels)))
     is_largest = twice_area == np.maximum.reduceat(twice_area, level_starts)[owner]
     largest = np.flatnonzero(is_largest)
     # the first largest contour of each level, as Python's max() picks
     first = largest[np.searchsorted(owner[largest], np.arange(len(levels)))]
-    return np.maximum.reduceat(ious, level_starts), ious[first]
+    return boxes, level_starts, first
+
+
+def _traced_box_ious(
+    u8: np.ndarray, levels: np.ndarray, hulls: np.ndarray, gt_boxes: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray]:
+    """
+    Best IoU with the GT boxes over the boxes of all contours of {u8 > L}, and of the largest
+    contour's box, for non-empty levels (traced as ``_traced_contours``).
+
+    Args:
+        levels: (N,); hulls: (N, 4) [y0, y1, x0, x1] of the level sets, each non-empty.
+    Returns:
+        all_contours: (N,) float64; largest_contour: (N,) float64.
+    """
+    boxes, level_starts, largest = _traced_contours(u8, levels, hulls)
+    ious = box_iou_inclusive(boxes, gt_boxes).max(axis=1)
+    return np.maximum.reduceat(ious, level_starts), ious[largest]
+
+
+def largest_contour_box(scoremap: np.ndarray, cam_threshold: float) -> Optional[np.ndarray]:
+    """
+    The box MaxBoxAcc (v1) and GT-known / Top-k Loc score at one cam threshold: the reference box
+    of the largest contour (the first on ties) of the binarised map.
+
+    Args:
+        scoremap: (H, W) float64 in [0, 1].
+        cam_threshold: tau; a pixel is on iff ``uint8(map * 255) > int(tau * max)``.
+    Returns:
+        (4,) int64 XYXY ``[x0, y0, min(x1 + 1, W - 1), min(y1 + 1, H - 1)]`` over the contour's
+        pixels (x0..x1, y0..y1), or None when no pixel is on (the metric scores [0, 0, 0, 0]).
+    """
+    u8, top, levels = _threshold_levels(scoremap, [cam_threshold])
+    if levels[0] >= top:
+        return None
+    hulls = _superlevel_extents(u8, levels + 1)
+    boxes, _, largest = _traced_contours(u8, levels, hulls)
+    return boxes[largest[0]]
 
 
 def scoremap_box_ious(
@@ -169,11 +225,8 @@ def scoremap_box_ious(
         all_contours: (T,) float64; largest_contour: (T,) float64.
     """
     height, width = scoremap.shape
-    u8 = (scoremap * _UINT8_MAX).astype(np.uint8)
-    top = int(u8.max())
-    levels, threshold_level = np.unique(
-        (cam_thresholds * float(top)).astype(np.int64), return_inverse=True
-    )
+    u8, top, threshold_levels = _threshold_levels(scoremap, cam_thresholds)
+    levels, threshold_level = np.unique(threshold_levels, return_inverse=True)
     best_all = np.empty(len(levels))
     best_largest = np.empty(len(levels))
     empty = levels >= top

@@ -6,7 +6,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluators
 
 from wsod_d2.evaluation.multilabel import VOCClassificationEvaluator
-from wsod_d2.evaluation.wsol.metrics import PxAPEvaluator, WSOLEvaluator
+from wsod_d2.evaluation.wsol.evaluators import PxAPEvaluator, WSOLEvaluator
 
 # Evaluators by the dataset's evaluator_type when TEST.EVALUATORS is empty.
 DEFAULT_WSOL_EVALUATORS = {

@@ -15,12 +15,11 @@ from typing import List, Optional
 from detectron2.utils.logger import setup_logger
 
 try:
-    from wsod_d2.data.proposals.io import (
+    from wsod_d2.data.proposals.converters import (
         convert_selective_search_mat,
         convert_wetectron_pkl,
-        read_image_set,
-        save_proposal_file,
     )
+    from wsod_d2.data.proposals.io import read_image_set, save_proposal_file
 except ImportError as e:
     raise SystemExit(
         f"cannot import wsod_d2 ({e}); run `pip install -e .` in the repository root or put the "

@@ -12,11 +12,8 @@ import argparse
 import dataclasses
 import logging
 
-from wsod_d2.data.synthetic.voc import (
-    SyntheticVOCSpec,
-    ensure_synthetic_voc,
-    generate_synthetic_voc,
-)
+from wsod_d2.data.synthetic.voc import SyntheticVOCSpec
+from wsod_d2.data.synthetic.voc_writer import ensure_synthetic_voc, generate_synthetic_voc
 
 
 def build_parser() -> argparse.ArgumentParser:

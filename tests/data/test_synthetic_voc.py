@@ -9,15 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-from wsod_d2.data.synthetic.voc import (
-    CLASS_NAMES,
+from wsod_d2.data.synthetic.render import class_part
+from wsod_d2.data.synthetic.voc import CLASS_NAMES, SyntheticVOCSpec, split_image_ids
+from wsod_d2.data.synthetic.voc_render import render_synthetic_image
+from wsod_d2.data.synthetic.voc_writer import (
     MARKER_NAME,
-    SyntheticVOCSpec,
-    _class_part,
     ensure_synthetic_voc,
     generate_synthetic_voc,
-    render_synthetic_image,
-    split_image_ids,
 )
 from wsod_d2.testing import REPO_ROOT
 
@@ -174,7 +172,7 @@ def test_parts_are_small_and_class_coloured(renders):
                 assert x0 <= px0 <= px1 <= x1 and y0 <= py0 <= py1 <= y1
                 ious.append(_box_iou(obj.part_box, obj.box))
                 # The part is the only region of the object in its class's part colour.
-                _, colour, _ = _class_part(obj.class_id)
+                _, colour, _ = class_part(obj.class_id)
                 close = np.abs(image.image.astype(int) - colour).max(axis=2) < 40
                 own = image.instance_map == k
                 in_part = np.zeros_like(own)
@@ -186,7 +184,7 @@ def test_parts_are_small_and_class_coloured(renders):
 
 
 def test_part_identifies_class_and_body_family_is_shared():
-    pairs = {_class_part(c)[:2] for c in range(len(CLASS_NAMES))}
+    pairs = {class_part(c)[:2] for c in range(len(CLASS_NAMES))}
     assert len(pairs) == len(CLASS_NAMES)
     spec = SyntheticVOCSpec()
     assert spec.num_families == 5  # 4 classes share each body family

@@ -5,7 +5,8 @@ generated on first use under $DETECTRON2_DATASETS/synthvoc/VOC2007.
 """
 import os
 
-from wsod_d2.data.synthetic.voc import CLASS_NAMES, SyntheticVOCSpec, ensure_synthetic_voc
+from wsod_d2.data.synthetic.voc import CLASS_NAMES, SyntheticVOCSpec
+from wsod_d2.data.synthetic.voc_writer import ensure_synthetic_voc
 from wsod_d2.data.datasets.voc import register_voc_wsod
 
 DEFAULT_SPEC = SyntheticVOCSpec()

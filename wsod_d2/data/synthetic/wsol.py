@@ -1,11 +1,11 @@
 """Synthetic WSOL dataset in the wsolevaluation metadata format, one object per image.
 
 Every image holds exactly one object on a noisy gradient background with a few textured
-distractor fragments. The object is a textured body plus a small part, drawn with the helpers of
-:mod:`wsod_d2.data.synthetic.voc`; its class is the pair (body texture family, part shape and
-colour), so the part alone identifies a class among the first 20 and the body family is needed
-beyond. A classifier can therefore succeed by looking at the part only, and its CAM then boxes a
-fraction of the object: the localization gap WSOL methods try to close.
+distractor fragments. The object is a textured body plus a small part, drawn with the shared
+renderer :mod:`wsod_d2.data.synthetic.render`; its class is the pair (body texture family, part
+shape and colour), so the part alone identifies a class among the first 20 and the body family is
+needed beyond. A classifier can therefore succeed by looking at the part only, and its CAM then
+boxes a fraction of the object: the localization gap WSOL methods try to close.
 
 Object sizes are stratified: image ``index`` of a split has class ``index % C`` and its box area
 (as a fraction of the image) drawn uniformly inside size bin ``(index // C) % num_bins`` of
@@ -33,20 +33,20 @@ import cv2
 import numpy as np
 
 from wsod_d2.data.synthetic.generated import DatasetRecipe, ensure_generated
-from wsod_d2.data.synthetic.voc import (
-    _FAMILIES,
-    _PART_ANGLE_JITTER,
-    _PART_COLOUR_JITTER,
-    _PART_COLOURS,
-    _PART_INSET,
-    _PART_SHAPES,
-    _background,
-    _class_part,
-    _fill,
-    _mask_box,
-    _outline,
-    _part_polygon,
-    _texture,
+from wsod_d2.data.synthetic.render import (
+    FAMILIES,
+    PART_ANGLE_JITTER,
+    PART_COLOUR_JITTER,
+    PART_COLOURS,
+    PART_INSET,
+    PART_SHAPES,
+    background,
+    body_outline,
+    class_part,
+    family_texture,
+    fill_polygon,
+    mask_box,
+    part_polygon,
 )
 
 __all__ = [
@@ -62,9 +62,9 @@ GENERATOR_VERSION = 1
 MARKER_NAME = ".synthwsol_spec.json"
 SPLITS = ("train", "val", "test")
 _SPLIT_TAGS = {"train": 0, "val": 1, "test": 2}
-_NUM_PARTS = len(_PART_SHAPES) * len(_PART_COLOURS)
-_MAX_CLASSES = _NUM_PARTS * len(_FAMILIES)
-_COLOUR_NAMES = ("red", "green", "blue", "yellow", "magenta")  # the order of _PART_COLOURS
+_NUM_PARTS = len(PART_SHAPES) * len(PART_COLOURS)
+_MAX_CLASSES = _NUM_PARTS * len(FAMILIES)
+_COLOUR_NAMES = ("red", "green", "blue", "yellow", "magenta")  # the order of PART_COLOURS
 _MAX_EXTENT = 0.95  # the object's box spans at most this fraction of each image side
 _PLACEMENT_TRIES = 20  # attempts at an object in its size stratum, a distractor off it
 
@@ -150,7 +150,7 @@ class SyntheticWSOLImage:
 def _class_look(class_id: int) -> Tuple[int, int]:
     """(body family, part id): for a fixed part the families of its classes are all distinct."""
     part = class_id % _NUM_PARTS
-    return (part + class_id // _NUM_PARTS) % len(_FAMILIES), part
+    return (part + class_id // _NUM_PARTS) % len(FAMILIES), part
 
 
 def synthetic_wsol_class_names(num_classes: int) -> List[str]:
@@ -158,8 +158,8 @@ def synthetic_wsol_class_names(num_classes: int) -> List[str]:
     names = []
     for c in range(num_classes):
         family, part = _class_look(c)
-        shape, colour, _ = _class_part(part)
-        names.append(f"{_FAMILIES[family][0]}_{_COLOUR_NAMES[_PART_COLOURS.index(colour)]}_{shape}")
+        shape, colour, _ = class_part(part)
+        names.append(f"{FAMILIES[family][0]}_{_COLOUR_NAMES[PART_COLOURS.index(colour)]}_{shape}")
     return names
 
 
@@ -189,21 +189,21 @@ def _object_polygons(
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Body outline (P, 2) filling its box exactly, and part polygon (Q, 2), image coordinates."""
     box_h, box_w = _box_size(rng, spec, h, w, size_bin)
-    raw, point = _outline(rng, 0.5 * box_w, 0.5 * box_h)
+    raw, point = body_outline(rng, 0.5 * box_w, 0.5 * box_h)
     lo, hi = raw.min(axis=0), raw.max(axis=0)
     scale = np.array([box_w, box_h]) / np.maximum(hi - lo, 1e-6)
     body = (raw - lo) * scale
 
     _, part = _class_look(class_id)
-    shape, _, direction = _class_part(part)
-    direction += rng.normal(0.0, _PART_ANGLE_JITTER)
+    shape, _, direction = class_part(part)
+    direction += rng.normal(0.0, PART_ANGLE_JITTER)
     side = max(rng.uniform(*spec.part_frac) * math.sqrt(box_h * box_w), spec.min_part_px)
     radius = 0.5 * min(side, 0.5 * min(box_h, box_w))
     origin = -lo * scale
     offset = (point(np.array(direction)) - lo) * scale - origin
     dist = float(np.hypot(*offset))
-    centre = origin + offset * max(dist - _PART_INSET * radius, 0.0) / max(dist, 1e-6)
-    part_poly = centre + _part_polygon(shape, radius, direction)
+    centre = origin + offset * max(dist - PART_INSET * radius, 0.0) / max(dist, 1e-6)
+    part_poly = centre + part_polygon(shape, radius, direction)
 
     # The object lies fully inside the image, anywhere.
     points = np.concatenate([body, part_poly])
@@ -234,13 +234,13 @@ def render_synthetic_wsol_image(
     class_id = index % spec.num_classes
     size_bin = (index // spec.num_classes) % (len(spec.size_bins) - 1)
     h, w = _image_size(rng, spec)
-    image = _background(rng, h, w)
+    image = background(rng, h, w)
     lo, hi = spec.size_bins[size_bin : size_bin + 2]
     for _ in range(_PLACEMENT_TRIES):
         body, part = _object_polygons(rng, spec, h, w, class_id, size_bin)
-        part_mask = _fill((h, w), part)
-        mask = _fill((h, w), body) | part_mask
-        box = _mask_box(mask)
+        part_mask = fill_polygon((h, w), part)
+        mask = fill_polygon((h, w), body) | part_mask
+        box = mask_box(mask)
         # Rasterising and the part's overhang can push the box just past the stratum: redraw.
         if lo < (box[2] - box[0] + 1) * (box[3] - box[1] + 1) / (h * w) <= hi:
             break
@@ -248,23 +248,23 @@ def render_synthetic_wsol_image(
     # Distractors: body textures without a part, kept off the object's box.
     x0, y0, x1, y1 = box
     lo, hi = spec.num_distractors
-    families = len(_FAMILIES)
+    families = len(FAMILIES)
     for _ in range(int(rng.integers(lo, hi + 1))):
         side = rng.uniform(*spec.distractor_frac) * min(h, w)
-        outline, _ = _outline(rng, 0.5 * side, 0.5 * side * rng.uniform(0.6, 1.0))
+        outline, _ = body_outline(rng, 0.5 * side, 0.5 * side * rng.uniform(0.6, 1.0))
         for _ in range(_PLACEMENT_TRIES):
-            fragment = _fill((h, w), outline + rng.uniform((0, 0), (w - 1, h - 1)))
+            fragment = fill_polygon((h, w), outline + rng.uniform((0, 0), (w - 1, h - 1)))
             if fragment.any() and not fragment[y0 : y1 + 1, x0 : x1 + 1].any():
-                texture = _texture(rng, int(rng.integers(families)), h, w, spec.colour_jitter)
+                texture = family_texture(rng, int(rng.integers(families)), h, w, spec.colour_jitter)
                 _paint(image, fragment, texture, (0, 0, w - 1, h - 1))
                 break
 
     family, part_id = _class_look(class_id)
-    texture = _texture(rng, family, y1 - y0 + 1, x1 - x0 + 1, spec.colour_jitter)
+    texture = family_texture(rng, family, y1 - y0 + 1, x1 - x0 + 1, spec.colour_jitter)
     region = image[y0 : y1 + 1, x0 : x1 + 1]
     region[mask[y0 : y1 + 1, x0 : x1 + 1]] = texture[mask[y0 : y1 + 1, x0 : x1 + 1]]
-    _, colour, _ = _class_part(part_id)
-    jitter = rng.normal(0.0, _PART_COLOUR_JITTER, 3).astype(np.float32)
+    _, colour, _ = class_part(part_id)
+    jitter = rng.normal(0.0, PART_COLOUR_JITTER, 3).astype(np.float32)
     image[part_mask] = np.asarray(colour, np.float32) + jitter
     if spec.noise_std > 0:
         image += spec.noise_std * rng.standard_normal(image.shape, dtype=np.float32)

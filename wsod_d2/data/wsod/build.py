@@ -13,7 +13,7 @@ from detectron2.data import (
 from wsod_d2.utils.locks import exclusive_lock
 from wsod_d2.data.wsod.mapper import WSODDatasetMapper
 from wsod_d2.data.wsod.multiview_mapper import MultiViewWSODDatasetMapper
-from wsod_d2.data.proposals.io import attach_proposals
+from wsod_d2.data.proposals.attach import attach_proposals
 from wsod_d2.data.proposals.selective_search import generate_proposals
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,6 @@ from wsod_d2 import add_wsod_config
 from wsod_d2.testing import REPO_ROOT
 
 
-
 def leaf_keys(node, prefix=""):
     for key, value in node.items():
         path = f"{prefix}{key}"

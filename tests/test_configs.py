@@ -13,7 +13,6 @@ from detectron2.utils.events import EventStorage
 from wsod_d2 import add_wsod_config
 from wsod_d2.testing import REPO_ROOT
 
-
 CONFIGS = sorted(
     os.path.relpath(p, REPO_ROOT)
     for p in glob.glob(os.path.join(REPO_ROOT, "configs", "**", "*.yaml"), recursive=True)

@@ -8,8 +8,8 @@ from detectron2.utils.logger import setup_logger
 
 from wsod_d2.config import get_wsod_cfg
 from wsod_d2.data.wsod.build import dataset_dicts_from_config
-from wsod_d2.evaluation.build import build_wsod_evaluator
 from wsod_d2.evaluation.baselines import BASELINES, evaluate_baseline
+from wsod_d2.evaluation.build import build_wsod_evaluator
 
 
 def main():

@@ -10,8 +10,7 @@ from detectron2.utils.logger import setup_logger
 
 from wsod_d2.config import get_wsod_cfg
 from wsod_d2.data import build_wsod_test_loader
-from wsod_d2.engine import WSODTrainer
-from wsod_d2.modeling import WSODCheckpointer
+from wsod_d2.engine.defaults import build_trained_model
 from wsod_d2.utils.visualizer import visualize_dataset
 
 
@@ -30,15 +29,7 @@ def main():
     setup_logger(name="wsod_d2")
     cfg = get_wsod_cfg(args.config_file, args.opts)
     dataset = args.dataset or cfg.DATASETS.TEST[0]
-    model = WSODTrainer.build_model(cfg)
-    checkpointer = WSODCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
-    if args.weights:
-        checkpointer.load(args.weights)
-    elif checkpointer.has_checkpoint():
-        checkpointer.resume_or_load("", resume=True)
-    else:
-        raise FileNotFoundError(f"no --weights given and no checkpoint in {cfg.OUTPUT_DIR}")
-    model.eval()
+    model = build_trained_model(cfg, args.weights)
     loader = build_wsod_test_loader(cfg, dataset)
     paths = visualize_dataset(
         model,

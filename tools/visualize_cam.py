@@ -4,84 +4,17 @@
 ``tools/visualize_cam.py --config-file CONFIG --output DIR [--dataset NAME] [--weights FILE]
 [--num-images N] [--cam-threshold T] [--cam-class gt|top1] [KEY VALUE ...]``
 
-Each PNG shows the image with the map of the chosen class as a heat map (the CAM, or TS-CAM /
-SCM's coupled map), the GT boxes (green) and the box of the largest region of the map above
-T x its maximum (red: the evaluation's own box, the one MaxBoxAcc / Top-1 Loc score, with its
-end one pixel past the region and clipped to the image); TS-CAM heads add two panels, the
-class-token attention map and the class's semantic map. The map is resized to the image and
-min-max normalised as the WSOL evaluator does.
+What each picture shows: ``wsod_d2.evaluation.wsol.visualizer``.
 """
 import argparse
-import itertools
-import os
 
-import cv2
-import numpy as np
-import torch
 from detectron2.data import MetadataCatalog
-from detectron2.data import detection_utils as utils
-from detectron2.structures import BoxMode
 from detectron2.utils.logger import setup_logger
 
 from wsod_d2.config import get_wsod_cfg
 from wsod_d2.data.wsol.build import build_wsol_test_loader
-from wsod_d2.engine import WSOLTrainer
-from wsod_d2.evaluation.wsol.boxes import largest_contour_box
-from wsod_d2.evaluation.wsol.metrics import normalize_scoremap, resize_scoremap
-from wsod_d2.modeling import WSODCheckpointer
-
-GT_COLOUR = (0, 200, 0)  # RGB
-BOX_COLOUR = (230, 0, 0)
-HEAT_WEIGHT = 0.5  # share of the heat map in the overlay
-LINE = 2
-
-
-def map_on_image(scoremap: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(h, w) model map -> (height, width) in [0, 1], bicubic and min-max as the evaluator."""
-    return normalize_scoremap(resize_scoremap(scoremap, (height, width)))
-
-
-def heat_overlay(image_rgb: np.ndarray, scoremap: np.ndarray) -> np.ndarray:
-    heat = cv2.applyColorMap((scoremap * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
-    return (HEAT_WEIGHT * heat + (1 - HEAT_WEIGHT) * image_rgb).astype(np.uint8)
-
-
-def draw_boxes(image: np.ndarray, boxes, colour) -> None:
-    for x0, y0, x1, y1 in boxes:
-        cv2.rectangle(image, (int(x0), int(y0)), (int(x1), int(y1)), colour, LINE)
-
-
-def render(image_rgb, dataset_dict, output, class_names, threshold: float) -> np.ndarray:
-    """The panels of one image side by side: (H, k * W, 3) RGB."""
-    height, width = image_rgb.shape[:2]
-    cam = map_on_image(output["cam"].detach().cpu().numpy(), height, width)
-    panel = heat_overlay(image_rgb, cam)
-    gt = [
-        BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
-        for a in dataset_dict.get("annotations", [])
-    ]
-    draw_boxes(panel, gt, GT_COLOUR)
-    box = largest_contour_box(cam, threshold)
-    if box is not None:
-        draw_boxes(panel, [box], BOX_COLOUR)
-    cls = output["cam_class"]
-    score = float(output["image_scores"][cls])
-    cv2.putText(
-        panel,
-        f"{class_names[cls]} {score:.2f}",
-        (4, 14),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.45,
-        (255, 255, 255),
-        1,
-        cv2.LINE_AA,
-    )
-    panels = [panel]
-    for key in ("attention", "semantic"):
-        if key in output:
-            part = map_on_image(output[key].detach().cpu().numpy(), height, width)
-            panels.append(heat_overlay(image_rgb, part))
-    return np.concatenate(panels, axis=1)
+from wsod_d2.engine.defaults import build_trained_model
+from wsod_d2.evaluation.wsol.visualizer import draw_cams
 
 
 def main(argv=None):
@@ -102,26 +35,15 @@ def main(argv=None):
         cfg.MODEL.WSOL.TEST_CAM_CLASS = args.cam_class
     cfg.freeze()
     dataset = args.dataset or cfg.DATASETS.TEST[0]
-    model = WSOLTrainer.build_model(cfg)
-    checkpointer = WSODCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
-    if args.weights:
-        checkpointer.load(args.weights)
-    elif checkpointer.has_checkpoint():
-        checkpointer.resume_or_load("", resume=True)
-    else:
-        raise FileNotFoundError(f"no --weights given and no checkpoint in {cfg.OUTPUT_DIR}")
-    model.eval()
-    class_names = MetadataCatalog.get(dataset).thing_classes
-    os.makedirs(args.output, exist_ok=True)
-    written = 0
-    with torch.no_grad():
-        for inputs in itertools.islice(build_wsol_test_loader(cfg, dataset), args.num_images):
-            output = model(inputs)[0]
-            image = utils.read_image(inputs[0]["file_name"], format="RGB")
-            drawn = render(image, inputs[0], output, class_names, args.cam_threshold)
-            name = str(inputs[0]["image_id"]).replace("/", "_").rsplit(".", 1)[0]
-            cv2.imwrite(os.path.join(args.output, f"{name}.png"), drawn[:, :, ::-1])
-            written += 1
+    model = build_trained_model(cfg, args.weights)
+    written = draw_cams(
+        model,
+        build_wsol_test_loader(cfg, dataset),
+        MetadataCatalog.get(dataset).thing_classes,
+        args.output,
+        num_images=args.num_images,
+        cam_threshold=args.cam_threshold,
+    )
     print(f"wrote {written} images to {args.output}")
     return written
 

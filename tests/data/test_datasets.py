@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog
 
-from wsod_d2.data.wsod.build import get_wsod_dataset_dicts, image_labels_from_annotations
+from wsod_d2.data.common import image_labels_from_annotations
 from wsod_d2.data.datasets import load_voc_wsod, register_voc_wsod
 from wsod_d2.data.proposals.io import save_proposal_file
+from wsod_d2.data.wsod.build import get_wsod_dataset_dicts
 
 XML = (
     "<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size>{objs}"

@@ -8,12 +8,11 @@ from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
-from wsod_d2.data.wsod.mapper import WSODDatasetMapper
 from wsod_d2.data.proposals.io import rank_logits
 from wsod_d2.data.proposals.selective_search import selective_search
-from wsod_d2.utils.visualizer import draw_detections
-
+from wsod_d2.data.wsod.mapper import WSODDatasetMapper
 from wsod_d2.testing import tiny_cfg
+from wsod_d2.utils.visualizer import draw_detections
 
 
 def test_voc_photo_end_to_end(tiny_voc, tmp_path):

@@ -1,6 +1,6 @@
-import importlib.util
 import os
 import pickle
+import subprocess
 import sys
 import types
 
@@ -8,11 +8,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, pairwise_iou
 
 from wsod_d2.data.proposals.io import load_proposal_file
 from wsod_d2.data.proposals.selective_search import generate_proposals, selective_search
+from wsod_d2.data.synthetic.voc import SyntheticVOCSpec, split_image_ids
+from wsod_d2.data.synthetic.voc_writer import generate_synthetic_voc
 from wsod_d2.testing import REPO_ROOT
 
 # (x1, y1, x2, y2) continuous boxes of filled rectangles on a 160 x 240 (H x W) canvas
@@ -206,26 +207,22 @@ def test_generate_tiny_image_gets_full_image_box(tmp_path):
 
 
 def test_generate_cli_on_registered_dataset(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "generate_cli", os.path.join(REPO_ROOT, "tools", "generate_proposals.py")
+    """tools/generate_proposals.py in its own process, on detectron2's voc_2007_test name
+    registered over a tiny synthetic VOC2007 under DETECTRON2_DATASETS."""
+    spec = SyntheticVOCSpec(num_trainval=1, num_test=2, num_classes=2, min_size=64, max_size=72)
+    generate_synthetic_voc(str(tmp_path / "VOC2007"), spec)
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path))
+    tool = [sys.executable, os.path.join(REPO_ROOT, "tools", "generate_proposals.py")]
+    out = str(tmp_path / "cli.pkl")
+    argv = ["--dataset", "voc_2007_test", "--output", out, "--workers", "1", "--mode", "single"]
+    subprocess.run(tool + argv + ["--min-box-size", "4", "--no-progress"], env=env, check=True)
+    unknown = subprocess.run(
+        tool + ["--dataset", "no_such_dataset", "--output", out], env=env, capture_output=True
     )
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    dicts = _write_dataset(tmp_path, n=2)
-    DatasetCatalog.register("wsod_d2_test_ss_tiny", lambda: dicts)
-    try:
-        out = str(tmp_path / "cli.pkl")
-        argv = ["--dataset", "wsod_d2_test_ss_tiny", "--output", out, "--workers", "1"]
-        cli.main(
-            cli.parse_args(argv + ["--mode", "single", "--min-box-size", "4", "--no-progress"])
-        )
-        with pytest.raises(SystemExit):
-            cli.parse_args(["--dataset", "no_such_dataset", "--output", out])
-    finally:
-        DatasetCatalog.remove("wsod_d2_test_ss_tiny")
+    assert unknown.returncode == 2 and b"unknown dataset(s) ['no_such_dataset']" in unknown.stderr
     data = load_proposal_file(out)
-    assert data["ids"] == ["000000", "000001"]
-    image = cv2.imread(dicts[1]["file_name"])
+    assert data["ids"] == split_image_ids(spec)["test"]
+    image = cv2.imread(str(tmp_path / "VOC2007" / "JPEGImages" / f"{data['ids'][1]}.jpg"))
     np.testing.assert_array_equal(
         data["boxes"][1], selective_search(image, mode="single", min_box_size=4)
     )

@@ -1,7 +1,8 @@
-import importlib.util
 import json
 import multiprocessing as mp
 import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from itertools import combinations
 
@@ -300,13 +301,11 @@ def test_concurrent_ensure(tmp_path):
 
 
 def test_cli(tmp_path):
-    path = os.path.join(REPO_ROOT, "tools", "make_synthetic_voc.py")
-    module_spec = importlib.util.spec_from_file_location("make_synthetic_voc", path)
-    cli = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(cli)
     root = str(tmp_path / "VOC2007")
-    cli.main(
+    subprocess.run(
         [
+            sys.executable,
+            os.path.join(REPO_ROOT, "tools", "make_synthetic_voc.py"),
             "--root",
             root,
             "--num-trainval",
@@ -324,7 +323,8 @@ def test_cli(tmp_path):
             "--part-frac",
             "0.1",
             "0.15",
-        ]
+        ],
+        check=True,
     )
     with open(os.path.join(root, MARKER_NAME)) as f:
         marker = json.load(f)

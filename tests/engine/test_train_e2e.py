@@ -10,16 +10,14 @@ import time
 
 import cv2
 import pytest
-
 from detectron2.config import get_cfg
 from detectron2.utils.events import EventStorage
 
 from wsod_d2 import add_wsod_config
 from wsod_d2.data import build_wsod_test_loader
 from wsod_d2.engine import WSODTrainer
-from wsod_d2.utils.visualizer import visualize_dataset
-
 from wsod_d2.testing import REPO_ROOT, TINY_CONFIG, tiny_cfg, tiny_opts
+from wsod_d2.utils.visualizer import visualize_dataset
 
 TINY_TRAIN = os.path.join(REPO_ROOT, "tests", "tiny_train.py")
 

@@ -2,22 +2,22 @@
 iterations and go through the WSOL evaluator; CSRA gives a multi-label mAP; the table runner and
 the CAM drawer work on a trained model."""
 
-import importlib.util
 import json
 import math
 import os
 
 import cv2
 import pytest
-from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
 
-from wsod_d2 import add_wsod_config
 from wsod_d2.benchmarks import run_table
+from wsod_d2.config import get_wsod_cfg
 from wsod_d2.data.datasets import register_synthetic_wsol
+from wsod_d2.data.wsol.build import build_wsol_test_loader
 from wsod_d2.engine import WSOLTrainer
-
-from wsod_d2.testing import TINY_WSOL
-from wsod_d2.testing import REPO_ROOT
+from wsod_d2.engine.defaults import build_trained_model
+from wsod_d2.evaluation.wsol.visualizer import draw_cams
+from wsod_d2.testing import REPO_ROOT, TINY_WSOL
 
 VIT_32 = {
     "MODEL.VIT.IMG_SIZE": 32,
@@ -32,13 +32,6 @@ BIN_IMAGES = {
     "size(0.25,0.5] images": 4.0,
     "size(0.5,1] images": 0.0,
 }
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +65,8 @@ def tiny_opts(overrides=()):
 
 
 def wsol_cfg(config, *opts):
-    cfg = get_cfg()
-    add_wsod_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", "Synthetic", "wsol", config))
-    cfg.merge_from_list(list(opts))
-    return cfg
+    path = os.path.join(REPO_ROOT, "configs", "Synthetic", "wsol", config)
+    return get_wsod_cfg(path, opts, freeze=False)
 
 
 @pytest.mark.parametrize(
@@ -180,19 +170,10 @@ def test_table_runner_and_cam_drawing(tiny_wsol, tmp_path, monkeypatch):
     assert "per run, 1 run at a time)" in lines[-1]
 
     drawn = tmp_path / "drawn"
-    written = load_tool("visualize_cam").main(
-        [
-            "--config-file",
-            config,
-            "--output",
-            str(drawn),
-            "--num-images",
-            "2",
-            "--weights",
-            str(work / "tscam_vit_tiny" / "model_final.pth"),
-            *opts,
-        ]
-    )
+    cfg = get_wsod_cfg(config, opts)
+    model = build_trained_model(cfg, str(work / "tscam_vit_tiny" / "model_final.pth"))
+    loader = build_wsol_test_loader(cfg, cfg.DATASETS.TEST[0])
+    written = draw_cams(model, loader, MetadataCatalog.get("tinywsol_test").thing_classes, str(drawn), num_images=2, cam_threshold=0.2)
     assert written == 2
     image = cv2.imread(str(drawn / "test_00000.png"))
     original = cv2.imread(os.path.join(tiny_wsol, "images", "test", "00000.jpg"))

@@ -4,7 +4,6 @@ import uuid
 import numpy as np
 import pytest
 import torch
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
+from PIL import Image
 
 from wsod_d2.evaluation.wsol.evaluators import PxAPEvaluator, WSOLEvaluator
 

@@ -4,6 +4,11 @@ import cv2
 import numpy as np
 import pytest
 
+from wsod_d2.benchmarks.wsol_metrics import (
+    benchmark_wsol_metrics,
+    cam_like_scoremaps,
+    reference_box_hits,
+)
 from wsod_d2.evaluation.wsol import boxes as wsol_boxes
 from wsod_d2.evaluation.wsol.boxes import box_iou_inclusive, scoremap_box_ious
 from wsod_d2.evaluation.wsol.metrics import (
@@ -12,11 +17,6 @@ from wsod_d2.evaluation.wsol.metrics import (
     normalize_scoremap,
     resize_boxes,
     resize_scoremap,
-)
-from wsod_d2.benchmarks.wsol_metrics import (
-    benchmark_wsol_metrics,
-    cam_like_scoremaps,
-    reference_box_hits,
 )
 
 IOUS = (0.3, 0.5, 0.7)

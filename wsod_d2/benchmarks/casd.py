@@ -10,11 +10,10 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from PIL import Image
 
-from wsod_d2.config import get_wsod_cfg
-from wsod_d2.data.wsod.multiview_mapper import MultiViewWSODDatasetMapper
-
 from wsod_d2.benchmarks.pseudo_labels import random_proposals
 from wsod_d2.benchmarks.step import _median_seconds
+from wsod_d2.config import get_wsod_cfg
+from wsod_d2.data.wsod.multiview_mapper import MultiViewWSODDatasetMapper
 
 
 def _record(directory: str, height: int, width: int, num_proposals: int, num_classes: int):

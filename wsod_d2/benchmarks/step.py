@@ -10,9 +10,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from wsod_d2.config import get_wsod_cfg
-
 from wsod_d2.benchmarks.pseudo_labels import random_proposals
+from wsod_d2.config import get_wsod_cfg
 
 
 class _Fixed(nn.Module):

@@ -35,6 +35,20 @@ def build_trainer(cfg):
     return TRAINERS.get(cfg.MODEL.META_ARCHITECTURE, WSODTrainer)
 
 
+def build_trained_model(cfg, weights=None):
+    """The model of ``cfg`` in eval mode, with ``weights`` (a file) or else the last checkpoint
+    in OUTPUT_DIR; FileNotFoundError when there is neither."""
+    model = build_trainer(cfg).build_model(cfg)
+    checkpointer = WSODCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    if weights:
+        checkpointer.load(weights)
+    elif checkpointer.has_checkpoint():
+        checkpointer.resume_or_load("", resume=True)
+    else:
+        raise FileNotFoundError(f"no weights given and no checkpoint in {cfg.OUTPUT_DIR}")
+    return model.eval()
+
+
 def main(args):
     """Train (``trainer.train()``'s results) or, with ``--eval-only``, evaluate MODEL.WEIGHTS."""
     cfg = setup(args)

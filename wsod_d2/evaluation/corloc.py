@@ -6,12 +6,11 @@ from typing import Dict, Hashable, Iterable, List, Tuple
 
 import numpy as np
 import torch
-from tabulate import tabulate
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 from detectron2.utils import comm
+from tabulate import tabulate
 
 # class id -> (score, [x1, y1, x2, y2]) of the top-scoring predicted box of that class
 TopBoxes = Dict[int, Tuple[float, List[float]]]

@@ -6,11 +6,10 @@ from typing import Dict, Hashable
 
 import numpy as np
 import torch
-from tabulate import tabulate
-
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
+from tabulate import tabulate
 
 from wsod_d2.evaluation.corloc import ground_truth_by_image
 

@@ -5,9 +5,9 @@ generated on first use under $DETECTRON2_DATASETS/synthvoc/VOC2007.
 """
 import os
 
+from wsod_d2.data.datasets.voc import register_voc_wsod
 from wsod_d2.data.synthetic.voc import CLASS_NAMES, SyntheticVOCSpec
 from wsod_d2.data.synthetic.voc_writer import ensure_synthetic_voc
-from wsod_d2.data.datasets.voc import register_voc_wsod
 
 DEFAULT_SPEC = SyntheticVOCSpec()
 # Selective search for the synthetic images: downscaled to 256 px, ~2x faster at a small cost

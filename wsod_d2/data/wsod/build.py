@@ -10,11 +10,12 @@ from detectron2.data import (
     build_detection_train_loader,
 )
 
-from wsod_d2.utils.locks import exclusive_lock
-from wsod_d2.data.wsod.mapper import WSODDatasetMapper
-from wsod_d2.data.wsod.multiview_mapper import MultiViewWSODDatasetMapper
+from wsod_d2.data.common import with_image_labels
 from wsod_d2.data.proposals.attach import attach_proposals
 from wsod_d2.data.proposals.selective_search import generate_proposals
+from wsod_d2.data.wsod.mapper import WSODDatasetMapper
+from wsod_d2.data.wsod.multiview_mapper import MultiViewWSODDatasetMapper
+from wsod_d2.utils.locks import exclusive_lock
 
 logger = logging.getLogger(__name__)
 
@@ -25,36 +26,6 @@ def resolve_dataset_path(path: str) -> str:
     for var in ("${DETECTRON2_DATASETS}", "$DETECTRON2_DATASETS"):
         path = path.replace(var, root)
     return os.path.expanduser(path)
-
-
-def image_labels_from_annotations(annotations, labels_from_difficult: bool) -> List[int]:
-    """Sorted class ids present in the image (crowd regions never count)."""
-    return sorted(
-        {
-            a["category_id"]
-            for a in annotations
-            if not a.get("iscrowd", 0) and (labels_from_difficult or not a.get("difficult", False))
-        }
-    )
-
-
-def with_image_labels(name: str, dicts, *, is_train: bool, labels_from_difficult: bool):
-    """Give each dict "image_labels" (derived from its annotations where the dataset gives none).
-
-    Training keeps image-level labels only: boxes are removed, and images without any label are
-    left out (their count is logged).
-    """
-    for d in dicts:
-        if "image_labels" not in d:
-            d["image_labels"] = image_labels_from_annotations(
-                d.get("annotations", []), labels_from_difficult
-            )
-    if not is_train:
-        return dicts
-    unlabeled = sum(1 for d in dicts if not d["image_labels"])
-    if unlabeled:
-        logger.warning(f"{name}: {unlabeled} images without image labels left out of training")
-    return [{k: v for k, v in d.items() if k != "annotations"} for d in dicts if d["image_labels"]]
 
 
 def ensure_proposals(dataset_name: str, dicts, proposal_file: str, workers: int):

@@ -11,6 +11,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances
 
+from wsod_d2.data.common import read_image_checked
 from wsod_d2.data.photometric import build_photometric_augmentation
 
 logger = logging.getLogger(__name__)
@@ -24,20 +25,6 @@ def dedup_boxes(boxes: np.ndarray, scale: float) -> np.ndarray:
     keys = np.round(boxes * scale).astype(np.int64)
     _, first = np.unique(keys, axis=0, return_index=True)
     return np.sort(first)
-
-
-def read_image_checked(dataset_dict, image_format: str) -> np.ndarray:
-    """The dict's image, or an error naming its file and image id (unreadable or a size that
-    disagrees with the dict's height / width)."""
-    try:
-        image = utils.read_image(dataset_dict["file_name"], format=image_format)
-    except Exception as e:
-        raise RuntimeError(
-            f"cannot read image {dataset_dict['file_name']} "
-            f"(image_id {dataset_dict.get('image_id')}): {e}"
-        ) from e
-    utils.check_image_size(dataset_dict, image)
-    return image
 
 
 class WSODDatasetMapper(DatasetMapper):

@@ -1,13 +1,17 @@
 """Dataset dicts and data loaders for the WSOL classifier: image labels, no proposals."""
 from typing import Dict, List, Sequence
 
-from detectron2.data import DatasetCatalog, DatasetFromList, MapDataset
-from detectron2.data import build_detection_train_loader
+from detectron2.data import (
+    DatasetCatalog,
+    DatasetFromList,
+    MapDataset,
+    build_detection_train_loader,
+)
 from detectron2.data.build import trivial_batch_collator
 from detectron2.data.samplers import InferenceSampler
 from torch.utils.data import BatchSampler, DataLoader
 
-from wsod_d2.data.wsod.build import with_image_labels
+from wsod_d2.data.common import with_image_labels
 from wsod_d2.data.wsol.mapper import WSOLDatasetMapper
 
 

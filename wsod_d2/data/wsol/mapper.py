@@ -18,7 +18,7 @@ from detectron2.config import configurable
 from detectron2.data import transforms as T
 from fvcore.transforms.transform import CropTransform, TransformList
 
-from wsod_d2.data.wsod.mapper import read_image_checked
+from wsod_d2.data.common import read_image_checked
 
 __all__ = ["RandomResizedCrop", "build_wsol_augmentations", "WSOLDatasetMapper"]
 

@@ -15,13 +15,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import torch
-from PIL import Image
-
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
+from PIL import Image
 
 from wsod_d2.evaluation.wsol.metrics import (
     DEFAULT_CAM_THRESHOLDS,

@@ -4,13 +4,12 @@ import os
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from wsod_d2 import add_wsod_config
+from wsod_d2.config import get_wsod_cfg
 from wsod_d2.testing import REPO_ROOT
 
 CONFIGS = sorted(
@@ -21,11 +20,7 @@ CONFIGS = sorted(
 
 
 def load(path, *opts):
-    cfg = get_cfg()
-    add_wsod_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO_ROOT, path))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
-    return cfg
+    return get_wsod_cfg(os.path.join(REPO_ROOT, path), ["MODEL.DEVICE", "cpu", *opts], freeze=False)
 
 
 @pytest.mark.parametrize("path", CONFIGS)

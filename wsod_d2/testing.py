@@ -22,6 +22,16 @@ TINY_WSOL = SyntheticWSOLSpec(
 )
 
 
+def image_record(image_id, file_name=None, *, width: int, height: int):
+    """A dataset dict without annotations, as proposal files are checked against."""
+    return {
+        "image_id": image_id,
+        "file_name": file_name or f"/data/{image_id}.jpg",
+        "width": width,
+        "height": height,
+    }
+
+
 def tiny_opts(tiny_voc, output_dir, *opts):
     """Command-line overrides that shrink the synthetic WSDDN config to the tiny dataset.
 

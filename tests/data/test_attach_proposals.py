@@ -8,17 +8,13 @@ from detectron2.structures import BoxMode
 
 from wsod_d2.data.proposals.attach import attach_proposals
 from wsod_d2.data.proposals.io import save_proposal_file
+from wsod_d2.testing import image_record
 
 W, H = 100, 50
 
 
-def _record(image_id, file_name=None, width=W, height=H):
-    return {
-        "image_id": image_id,
-        "file_name": file_name or f"/data/{image_id}.jpg",
-        "width": width,
-        "height": height,
-    }
+def _record(image_id, file_name=None):
+    return image_record(image_id, file_name, width=W, height=H)
 
 
 def _single_image_file(tmp_path, boxes, logits=None, image_id="000005"):

@@ -13,18 +13,13 @@ from detectron2.structures import BoxMode
 from wsod_d2.data.proposals.attach import attach_proposals
 from wsod_d2.data.proposals.converters import convert_selective_search_mat, convert_wetectron_pkl
 from wsod_d2.data.proposals.io import load_proposal_file, save_proposal_file
-from wsod_d2.testing import REPO_ROOT
+from wsod_d2.testing import REPO_ROOT, image_record
 
 W, H = 100, 50
 
 
-def _record(image_id, file_name=None, width=W, height=H):
-    return {
-        "image_id": image_id,
-        "file_name": file_name or f"/data/{image_id}.jpg",
-        "width": width,
-        "height": height,
-    }
+def _record(image_id, file_name=None):
+    return image_record(image_id, file_name, width=W, height=H)
 
 
 def _mat_cells(arrays):

@@ -15,17 +15,13 @@ from wsod_d2.data.proposals.io import (
     read_image_set,
     save_proposal_file,
 )
+from wsod_d2.testing import image_record
 
 W, H = 100, 50
 
 
-def _record(image_id, file_name=None, width=W, height=H):
-    return {
-        "image_id": image_id,
-        "file_name": file_name or f"/data/{image_id}.jpg",
-        "width": width,
-        "height": height,
-    }
+def _record(image_id, file_name=None):
+    return image_record(image_id, file_name, width=W, height=H)
 
 
 def test_rank_logits_strictly_decrease_from_zero():

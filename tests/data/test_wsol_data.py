@@ -6,12 +6,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
-from wsod_d2 import add_wsod_config
+from wsod_d2.config import get_wsod_cfg
 from wsod_d2.data.datasets.wsol import load_wsol_metadata, register_synthetic_wsol
 from wsod_d2.data.synthetic.wsol import (
     MARKER_NAME,
@@ -223,10 +222,8 @@ def test_generated_dataset_round_trips(tmp_path):
 
 
 def mapper_cfg(*opts):
-    cfg = get_cfg()
-    add_wsod_config(cfg)
-    cfg.merge_from_list(
-        [
+    return get_wsod_cfg(
+        opts=[
             "MODEL.WSOL.NUM_CLASSES",
             4,
             "INPUT.WSOL.RESIZE_TRAIN",
@@ -236,9 +233,9 @@ def mapper_cfg(*opts):
             "INPUT.WSOL.SIZE_TEST",
             36,
             *opts,
-        ]
+        ],
+        freeze=False,
     )
-    return cfg
 
 
 def test_mapper_train_and_test(tmp_path):

@@ -10,10 +10,9 @@ import time
 
 import cv2
 import pytest
-from detectron2.config import get_cfg
 from detectron2.utils.events import EventStorage
 
-from wsod_d2 import add_wsod_config
+from wsod_d2.config import get_wsod_cfg
 from wsod_d2.data import build_wsod_test_loader
 from wsod_d2.engine import WSODTrainer
 from wsod_d2.testing import REPO_ROOT, TINY_CONFIG, tiny_cfg, tiny_opts
@@ -116,12 +115,13 @@ def test_nan_loss_stops_with_the_iteration(tiny_voc, tmp_path):
 def test_full_casd_trains_and_evaluates_through_the_trainer(tiny_voc, tmp_path):
     """configs/Synthetic/casd/full_reg.yaml (4 views, IW, LW, IA, regression, photometric
     augmentation) through WSODTrainer; every term's raw value reaches the metrics file."""
-    cfg = get_cfg()
-    add_wsod_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs/Synthetic/casd/full_reg.yaml"))
     opts = ("INPUT.VIEWS.NUM_SCALES", 2, "INPUT.PHOTOMETRIC.ENABLED", True)
     opts += ("SOLVER.STEPS", "(3,)", "MODEL.CASD.IA.LATE_START_ITER", 2)
-    cfg.merge_from_list(tiny_opts(tiny_voc, str(tmp_path), *opts))
+    cfg = get_wsod_cfg(
+        os.path.join(REPO_ROOT, "configs/Synthetic/casd/full_reg.yaml"),
+        tiny_opts(tiny_voc, str(tmp_path), *opts),
+        freeze=False,
+    )
     trainer = WSODTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()

@@ -6,12 +6,9 @@ from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 import torch
 
-from wsod_d2.modeling.wsod.pseudo_labels import (
-    PseudoLabels,
-    mist_pseudo_labels,
-    oicr_pseudo_labels,
-    pcl_pseudo_labels,
-)
+from wsod_d2.modeling.wsod.mist import mist_pseudo_labels
+from wsod_d2.modeling.wsod.pcl import pcl_pseudo_labels
+from wsod_d2.modeling.wsod.pseudo_labels import PseudoLabels, oicr_pseudo_labels
 
 __all__ = ["benchmark_pseudo_labellers", "random_proposals"]
 

@@ -15,6 +15,7 @@ from wsod_d2.modeling.wsod.casd import (
     stack_view_layer_maps,
 )
 from wsod_d2.modeling.wsod import casd_heads
+from wsod_d2.modeling.wsod.box_head import BoxHead, VGGFCHead
 
 BASE = "configs/Synthetic/casd/Base-CASD-tiny.yaml"
 NUM_PROPOSALS = 24
@@ -230,20 +231,41 @@ def test_ia_gradient_through_fc6_weight_equals_full_gradient():
     cfg = make_cfg()
     torch.manual_seed(0)
     heads = build_model(cfg).roi_heads.eval()
+    assert isinstance(heads.box_head, VGGFCHead)
     stage = heads.stages[0]
     feats = torch.randn(6, 16, 7, 7)
     y = torch.tensor([0, 1, 4, 2, 0, 3])
-    logits, cell_mean = casd_heads._logits_and_cell_mean_grads(heads.box_head, stage, feats, y)
-    # reference: the full input gradient of a plain module (not VGGFCHead), averaged over cells
+
+    def classifier(x):
+        return stage(x)[0]
+
+    # VGGFCHead's override: the gradient stops at fc6 and crosses it through its weight
+    logits, cell_mean = heads.box_head.logits_and_cell_mean_grads(feats, classifier, y)
+    # reference: the full input gradient, averaged over cells
     x = feats.clone().requires_grad_()
     ref_logits = stage(heads.box_head(x))[0]
     (full,) = torch.autograd.grad(ref_logits.gather(1, y[:, None]).sum(), x)
     torch.testing.assert_close(logits, ref_logits.detach())
     torch.testing.assert_close(cell_mean, full.mean(dim=(2, 3), keepdim=True))
-    generic = torch.nn.Sequential(torch.nn.Identity(), heads.box_head)
-    _, generic_mean = casd_heads._logits_and_cell_mean_grads(generic, stage, feats, y)
+    # BoxHead's default, the full input gradient, on the same head: the same numbers
+    generic_logits, generic_mean = BoxHead.logits_and_cell_mean_grads(
+        heads.box_head, feats, classifier, y
+    )
+    torch.testing.assert_close(generic_logits, logits)
     torch.testing.assert_close(generic_mean, cell_mean)
     assert not feats.requires_grad
+
+
+def test_ia_needs_a_box_head_with_the_boxhead_contract():
+    cfg = make_cfg(
+        {
+            "MODEL.CASD.IA.ENABLED": "True",
+            "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead",
+            "MODEL.ROI_BOX_HEAD.NUM_FC": "1",
+        }
+    )
+    with pytest.raises(ValueError, match="needs a wsod_d2 BoxHead"):
+        build_model(cfg)
 
 
 def test_casd_rcnn_needs_multi_view_input(record):

@@ -173,7 +173,7 @@ def test_context_head_without_ring_poolers_is_refused():
             test_topk_per_image=10,
         )
     wsddn = WSDDN(cfg, heads.box_head.output_shape.channels)
-    assert not getattr(wsddn, "needs_context", False)
+    assert not wsddn.needs_context and wsddn.nonnegative_roi_scores
 
 
 def test_contextlocnet_trains_and_evaluates_with_raw_scores(tiny_voc, tmp_path):

@@ -12,7 +12,8 @@ from detectron2.modeling.roi_heads import build_roi_heads
 from detectron2.structures import Boxes, Instances
 
 from wsod_d2 import add_wsod_config
-from wsod_d2.modeling.wsod.pseudo_labels import oicr_pseudo_labels, pcl_pseudo_labels
+from wsod_d2.modeling.wsod.pcl import pcl_pseudo_labels
+from wsod_d2.modeling.wsod.pseudo_labels import oicr_pseudo_labels
 from wsod_d2.modeling.wsod.refinement_losses import (
     oicr_loss,
     pcl_loss,

@@ -6,7 +6,8 @@ import pytest
 import torch
 from detectron2.modeling.box_regression import Box2BoxTransform
 
-from wsod_d2.modeling.wsod.pseudo_labels import oicr_pseudo_labels, pcl_pseudo_labels
+from wsod_d2.modeling.wsod.pcl import pcl_pseudo_labels
+from wsod_d2.modeling.wsod.pseudo_labels import oicr_pseudo_labels
 from wsod_d2.modeling.wsod.refinement_losses import (
     oicr_loss,
     pcl_loss,

@@ -12,9 +12,11 @@ from typing import Dict, Optional, Tuple
 import timm
 import torch
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from detectron2.modeling import BACKBONE_REGISTRY
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
+
+from wsod_d2.modeling.backbone.imagenet import ImageNetBackbone
 
 __all__ = ["PATCH_TOKENS", "CLS_ATTENTION", "ViTWSOL", "build_vit_wsol_backbone"]
 
@@ -43,11 +45,13 @@ def _block(block: Block, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return x, cls_row
 
 
-class ViTWSOL(Backbone):
+class ViTWSOL(ImageNetBackbone):
     """
     Output: {"patch_tokens": (N, D, g, g) final-norm patch tokens, "cls_attention": (N, g, g)},
     g = img_size / patch_size. Inputs must be img_size x img_size.
     """
+
+    imagenet_architecture = "DeiT / ViT"
 
     def __init__(
         self,

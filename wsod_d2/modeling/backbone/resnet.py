@@ -11,8 +11,10 @@ from typing import Dict, Optional
 import torch
 import torchvision
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from detectron2.modeling import BACKBONE_REGISTRY
 from torch import nn
+
+from wsod_d2.modeling.backbone.imagenet import ImageNetBackbone
 
 __all__ = ["ResNetWSOL", "build_resnet_wsol_backbone"]
 
@@ -33,7 +35,7 @@ def _set_first_block_stride(layer: nn.Sequential, stride: int) -> None:
         block.downsample[0].stride = (stride, stride)
 
 
-class ResNetWSOL(Backbone):
+class ResNetWSOL(ImageNetBackbone):
     """
     Output: {"res5": (N, 512 * expansion, H / stride, W / stride)}, stride = 8 * s3 * s4.
     Modules ``conv1``, ``bn1``, ``layer1`` ... ``layer4`` are torchvision's (ADL positions such as
@@ -71,8 +73,9 @@ class ResNetWSOL(Backbone):
             for name in self._out_features
         }
 
-    @staticmethod
-    def imagenet_state_dict(state: Dict[str, torch.Tensor]) -> Optional[Dict[str, torch.Tensor]]:
+    def imagenet_state_dict(
+        self, state: Dict[str, torch.Tensor]
+    ) -> Optional[Dict[str, torch.Tensor]]:
         """
         A torchvision ImageNet ResNet state dict with this backbone's names (its classifier
         ``fc`` left out), or None if ``state`` is not one.

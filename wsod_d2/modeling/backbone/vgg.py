@@ -1,15 +1,50 @@
 """VGG backbones for WSOD: VGG16 with pool4 removed and conv5 dilated (stride 8), and the same
-network with fewer channels and convs for CPU runs (set by MODEL.VGG.CHANNELS/CONVS_PER_STAGE)."""
-from typing import List
+network with fewer channels and convs for CPU runs (set by MODEL.VGG.CHANNELS/CONVS_PER_STAGE).
+ImageNet VGG16 files (torchvision or caffe names) load by name through
+:meth:`VGG.imagenet_state_dict`."""
+import re
+from typing import Dict, List, Optional
 
+import torch
 import torch.nn as nn
 from detectron2.layers import ShapeSpec, get_norm
-from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from detectron2.modeling import BACKBONE_REGISTRY
+
+from wsod_d2.modeling.backbone.imagenet import IMAGENET_CLASSIFIER, ImageNetBackbone
 
 NUM_STAGES = 5
 
+# torchvision vgg16: conv layers of features.<i>; fc6 = classifier.0, fc7 = classifier.3.
+_TV_CONV_INDEX = {
+    f"conv{s}_{c}": i
+    for (s, c), i in zip(
+        [(s, c) for s, n in zip(range(1, 6), (2, 2, 3, 3, 3)) for c in range(1, n + 1)],
+        (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28),
+    )
+}
+_TV_FC = {"classifier.0": "fc6", "classifier.3": "fc7"}
+_CAFFE_KEY = re.compile(r"(conv\d_\d|fc[67])_([wb])")
 
-class VGG(Backbone):
+
+def _caffe_to_torchvision(state):
+    """Caffe blob names (conv1_1_w, fc6_b, ...) -> torchvision vgg16 names."""
+    out = {}
+    for key, value in state.items():
+        m = _CAFFE_KEY.fullmatch(key)
+        if not m:
+            continue
+        name, kind = m.groups()
+        suffix = "weight" if kind == "w" else "bias"
+        prefix = (
+            f"features.{_TV_CONV_INDEX[name]}"
+            if name.startswith("conv")
+            else ("classifier.0" if name == "fc6" else "classifier.3")
+        )
+        out[f"{prefix}.{suffix}"] = torch.as_tensor(value)
+    return out
+
+
+class VGG(ImageNetBackbone):
     """Five conv stages; max-pool after stages 1-3 (and 4 if ``pool4``); the last stage dilated.
 
     Module names follow torchvision's ``vgg16().features`` (``vgg16_bn`` with ``norm="BN"``), so
@@ -17,6 +52,8 @@ class VGG(Backbone):
     each name in ``out_features`` ("conv1".."conv5": a stage's output after its last conv + ReLU,
     before its max-pool).
     """
+
+    imagenet_architecture = "VGG16"
 
     def __init__(
         self,
@@ -93,6 +130,28 @@ class VGG(Backbone):
             )
             for name in self._out_features
         }
+
+    def imagenet_state_dict(
+        self, state: Dict[str, torch.Tensor]
+    ) -> Optional[Dict[str, torch.Tensor]]:
+        """
+        An ImageNet VGG16 state dict (torchvision names, or caffe blob names conv1_1_w, fc6_b,
+        ...) with this backbone's names ("features.<i>"), its fc6 / fc7 as
+        ``IMAGENET_CLASSIFIER + "fc6.weight"`` etc. (fc8 left out), or None if ``state`` is not
+        one.
+        """
+        if any(_CAFFE_KEY.fullmatch(k) for k in state):
+            state = _caffe_to_torchvision(state)
+        if not any(k.startswith("features.") for k in state):
+            return None
+        out = {}
+        for key, value in state.items():
+            if key.startswith("features."):
+                out[key] = value
+            elif key.rsplit(".", 1)[0] in _TV_FC:
+                layer, suffix = key.rsplit(".", 1)
+                out[f"{IMAGENET_CLASSIFIER}{_TV_FC[layer]}.{suffix}"] = value
+        return out
 
 
 @BACKBONE_REGISTRY.register()

@@ -33,7 +33,7 @@ from wsod_d2.modeling.wsod.casd import (
 )
 from wsod_d2.modeling.wsod.loss_bookkeeping import put_loss
 from wsod_d2.modeling.wsod.pseudo_labels import PseudoLabels
-from wsod_d2.modeling.wsod.box_head import VGGFCHead
+from wsod_d2.modeling.wsod.box_head import BoxHead
 from wsod_d2.modeling.wsod.refinement import RefinementROIHeads, RefinementStage
 from wsod_d2.modeling.wsod.roi_heads import MILOutputs
 
@@ -49,28 +49,6 @@ def _eval_mode(*modules):
     finally:
         for m, mode in zip(modules, modes):
             m.train(mode)
-
-
-def _logits_and_cell_mean_grads(box_head, stage, feats, y):
-    """A stage's logits (R, C + 1) on ``feats`` (R, D, P, P) and d(sum_r logit[r, y_r]) / d feats
-    averaged over the P x P cells, (R, D, 1, 1): all that Grad-CAM's channel weights need.
-
-    For :class:`VGGFCHead` the gradient stops at fc6's output and crosses fc6 through its weight
-    averaged over the cells (fc6 is linear), skipping the (R, D*P*P) input gradient, IA's
-    dearest product; other box heads take the full gradient.
-    """
-    if isinstance(box_head, VGGFCHead):
-        with torch.no_grad():
-            z = box_head.fc6(feats.flatten(1))
-        z.requires_grad_()
-        logits = stage(box_head.after_fc6(z))[0]
-        (dz,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), z)
-        cell_mean_weight = box_head.fc6.weight.detach().unflatten(1, feats.shape[1:]).mean((2, 3))
-        return logits.detach(), (dz @ cell_mean_weight)[:, :, None, None]
-    x = feats.detach().requires_grad_()
-    logits = stage(box_head(x))[0]
-    (grads,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), x)
-    return logits.detach(), grads.mean(dim=(2, 3), keepdim=True)
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -119,6 +97,12 @@ class CASDROIHeads(RefinementROIHeads):
             )
         if lw_weight > 0 and len(lw_layers) < 2:
             raise ValueError(f"MODEL.CASD.LW_LAYERS needs at least two layers, got {lw_layers}")
+        if ia_enabled and not isinstance(self.box_head, BoxHead):
+            # IA ranks the RoI cells by Grad-CAM, which the BoxHead contract computes.
+            raise ValueError(
+                f"MODEL.CASD.IA.ENABLED needs a wsod_d2 BoxHead (e.g. VGGFCHead) as "
+                f"MODEL.ROI_BOX_HEAD.NAME, got {type(self.box_head).__name__}"
+            )
         self.iw_weight = iw_weight
         self.lw_weight = lw_weight
         self.lw_layers = list(lw_layers)
@@ -245,7 +229,9 @@ class CASDROIHeads(RefinementROIHeads):
         y = labels[index]
         feats = view.pooled[index].detach()
         with _eval_mode(self.box_head, stage), torch.enable_grad():
-            logits, grads = _logits_and_cell_mean_grads(self.box_head, stage, feats, y)
+            logits, grads = self.box_head.logits_and_cell_mean_grads(
+                feats, lambda x: stage(x)[0], y
+            )
         mask = inverted_attention_mask(feats, grads, top_cells=top_cells, drop_cells=drop_cells)
         with _eval_mode(self.box_head, stage), torch.no_grad():
             masked_logits = stage(self.box_head(feats * mask[:, None]))[0]

@@ -6,11 +6,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from detectron2.config import configurable
 
-from wsod_d2.modeling.wsod.mil import MIL_HEAD_REGISTRY
+from wsod_d2.modeling.wsod.mil import MIL_HEAD_REGISTRY, MILHead
 
 
 @MIL_HEAD_REGISTRY.register()
-class ContextLocNet(nn.Module):
+class ContextLocNet(MILHead):
     """Contrastive-S: classification fc8c on the box, localisation fc8r shared by the frame and the
     context rings of each proposal.
 

@@ -9,14 +9,35 @@ from detectron2.utils.registry import Registry
 
 MIL_HEAD_REGISTRY = Registry("MIL_HEAD")
 MIL_HEAD_REGISTRY.__doc__ = """
-Multiple-instance heads. Called with (cfg, input_dim); forward(features, num_rois) returns
-(roi_scores (R, C), image_scores (B, C)), in [0, 1] unless the head documents otherwise;
-loss(image_scores, labels) returns the unweighted scalar loss, weighted by the ROI heads with the
-head's ``loss_weight``. A head whose class attribute ``needs_context`` is True is called as
-forward(features, num_rois, frame=..., context=...) with the box-head features (R, D) of each
-proposal's frame and context rings as well (see context_pooling.py). A head whose RoI scores
-may be negative sets ``nonnegative_roi_scores = False``; refinement stages then refuse it.
+Multiple-instance heads, subclasses of :class:`MILHead` (its docstring is the contract), built
+with (cfg, input_dim).
 """
+
+
+class MILHead(nn.Module):
+    """The contract between a MIL head and the ROI heads that call it.
+
+    - ``forward(features, num_rois)`` with the box-head features (R, D) of all proposals and the
+      proposals per image (sums to R) returns (roi_scores (R, C), image_scores (B, C)), in [0, 1]
+      unless the head documents otherwise;
+    - ``loss(image_scores, image_labels)`` with (B, C) scores and multi-hot labels returns the
+      unweighted scalar loss, which the ROI heads weight by ``loss_weight``;
+    - ``needs_context``: when True, forward is called as
+      ``forward(features, num_rois, frame=..., context=...)`` with the box-head features (R, D)
+      of each proposal's frame and context rings as well (see context_pooling.py);
+    - ``nonnegative_roi_scores``: False when the RoI scores may be negative; refinement stages,
+      whose pseudo-label weights are these scores, then refuse the head.
+    """
+
+    needs_context: bool = False
+    nonnegative_roi_scores: bool = True
+    loss_weight: float
+
+    def forward(self, x: torch.Tensor, num_rois: List[int], **context: torch.Tensor):
+        raise NotImplementedError
+
+    def loss(self, image_scores: torch.Tensor, image_labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
 
 def build_mil_head(cfg, input_dim: int):
@@ -24,7 +45,7 @@ def build_mil_head(cfg, input_dim: int):
 
 
 @MIL_HEAD_REGISTRY.register()
-class WSDDN(nn.Module):
+class WSDDN(MILHead):
     """WSDDN (Bilen & Vedaldi, CVPR 2016): two-stream MIL head.
 
     s[r, c] = softmax_c(x_cls)[r, c] * softmax_r(x_det / T)[r, c] (RoIs of one image);

@@ -1,5 +1,5 @@
 """WSOD R-CNN: backbone + ROI heads over precomputed proposals, trained from image labels."""
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -8,6 +8,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.modeling.roi_heads import build_roi_heads
 from detectron2.structures import ImageList
+
+from wsod_d2.modeling.backbone.imagenet import ImageNetBackbone, imagenet_model_state_dict
 
 
 @META_ARCH_REGISTRY.register()
@@ -28,7 +30,7 @@ class WSODRCNN(nn.Module):
     def __init__(
         self,
         *,
-        backbone: nn.Module,
+        backbone: ImageNetBackbone,
         roi_heads: nn.Module,
         pixel_mean: List[float],
         pixel_std: List[float],
@@ -52,6 +54,16 @@ class WSODRCNN(nn.Module):
     @property
     def device(self):
         return self.pixel_mean.device
+
+    def imagenet_state_dict(
+        self, state: Dict[str, torch.Tensor]
+    ) -> Optional[Dict[str, torch.Tensor]]:
+        """An ImageNet file of the backbone as this model's state dict, or None if ``state`` is
+        not one. The file's classifier layers go to the box head (VGG16's fc6 / fc7 to
+        VGGFCHead's layers of those names)."""
+        return imagenet_model_state_dict(
+            self.backbone, state, classifier_prefix="roi_heads.box_head."
+        )
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
         images = [

@@ -13,7 +13,7 @@ from detectron2.structures import Instances
 
 from wsod_d2.modeling.wsod.loss_bookkeeping import put_loss
 from wsod_d2.modeling.wsod.context_pooling import RingPooler
-from wsod_d2.modeling.wsod.mil import build_mil_head
+from wsod_d2.modeling.wsod.mil import MILHead, build_mil_head
 
 
 @dataclass
@@ -42,7 +42,7 @@ class WSODROIHeads(nn.Module):
         in_features: List[str],
         box_pooler: ROIPooler,
         box_head: nn.Module,
-        mil_head: nn.Module,
+        mil_head: MILHead,
         test_score_thresh: float,
         test_nms_thresh: float,
         test_topk_per_image: int,
@@ -50,8 +50,7 @@ class WSODROIHeads(nn.Module):
         context_pooler: Optional[RingPooler] = None,
     ):
         super().__init__()
-        needs_context = getattr(mil_head, "needs_context", False)
-        if needs_context and (frame_pooler is None or context_pooler is None):
+        if mil_head.needs_context and (frame_pooler is None or context_pooler is None):
             raise ValueError(
                 f"MIL head {type(mil_head).__name__} needs context features: give WSODROIHeads "
                 "a frame_pooler and a context_pooler"
@@ -90,7 +89,7 @@ class WSODROIHeads(nn.Module):
             "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
         }
-        if getattr(mil_head, "needs_context", False):
+        if mil_head.needs_context:
             scale = cfg.MODEL.MIL.CONTEXT_SCALE
             ret["frame_pooler"] = RingPooler(box_pooler, outer_scale=1.0, inner_scale=1.0 / scale)
             ret["context_pooler"] = RingPooler(box_pooler, outer_scale=scale, inner_scale=1.0)

@@ -14,8 +14,9 @@ is "gt" (wsolevaluation's GT-known protocol) and the input has labels, else the 
 With CropCAM, the map of an image whose crop box covers less than nu of it is the zoomed map
 pasted into the upsampled CAM, at input resolution.
 
-The model also loads public ImageNet files of its backbone as they are (torchvision ResNet,
-DeiT / timm ViT; VGG16 through WSODCheckpointer): a load_state_dict pre-hook renames them.
+The model also loads public ImageNet files of its backbone as they are (torchvision or caffe
+VGG16, torchvision ResNet, DeiT / timm ViT; the ImageNet classifier left out): a load_state_dict
+pre-hook renames them with :meth:`WSOLClassifier.imagenet_state_dict`, as WSODCheckpointer does.
 """
 
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
+from wsod_d2.modeling.backbone.imagenet import ImageNetBackbone, imagenet_model_state_dict
 from wsod_d2.modeling.wsol.adl import insert_adl
 from wsod_d2.modeling.wsol.cropcam import (
     background_map,
@@ -39,7 +41,7 @@ from wsod_d2.modeling.wsol.cropcam import (
     use_zoomed_map,
 )
 from wsod_d2.modeling.wsol.scm import SCM
-from wsod_d2.modeling.wsol.heads import build_wsol_head
+from wsod_d2.modeling.wsol.heads import WSOLHead, build_wsol_head
 
 __all__ = ["CropCAMOptions", "WSOLClassifier"]
 
@@ -67,8 +69,8 @@ class WSOLClassifier(nn.Module):
     def __init__(
         self,
         *,
-        backbone: nn.Module,
-        head: nn.Module,
+        backbone: ImageNetBackbone,
+        head: WSOLHead,
         pixel_mean: List[float],
         pixel_std: List[float],
         loss: str,
@@ -84,7 +86,7 @@ class WSOLClassifier(nn.Module):
                 f"MODEL.WSOL.TEST_CAM_CLASS must be one of {CAM_CLASS_RULES}, "
                 f"got {test_cam_class!r}"
             )
-        if scm is not None and not getattr(head, "has_semantic_map", False):
+        if scm is not None and not head.has_semantic_map:
             raise ValueError(
                 f"SCM needs a head with a semantic map (TSCAMHead), got {type(head).__name__}"
             )
@@ -156,6 +158,13 @@ class WSOLClassifier(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
+
+    def imagenet_state_dict(
+        self, state: Dict[str, torch.Tensor]
+    ) -> Optional[Dict[str, torch.Tensor]]:
+        """An ImageNet file of the backbone as this model's state dict (the file's classifier
+        left out: the head has its own classes), or None if ``state`` is not one."""
+        return imagenet_model_state_dict(self.backbone, state)
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> torch.Tensor:
         """Normalised images stacked to (B, 3, H, W); every view must have the same size."""
@@ -254,7 +263,7 @@ class WSOLClassifier(nn.Module):
         results = []
         for i, cam in enumerate(cams):
             result = {"image_scores": scores[i], "cam": cam, "cam_class": int(classes[i])}
-            if "attention" in output:
+            if self.head.has_semantic_map:
                 result["attention"] = output["attention"][i]
                 result["semantic"] = output["semantic"][i, classes[i]]
             results.append(result)
@@ -291,12 +300,11 @@ def _adopt_imagenet_weights(module: WSOLClassifier, state_dict, prefix: str, *ar
     """Rename a public ImageNet file of the backbone (bare backbone keys) to model keys."""
     if any(key.startswith(prefix + "backbone.") for key in state_dict):
         return
-    convert = getattr(module.backbone, "imagenet_state_dict", None)
     bare = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    mapped = convert(bare) if convert is not None else None
+    mapped = module.imagenet_state_dict(bare)
     if mapped is None:
         return
     for key in list(state_dict):
         if key.startswith(prefix):
             del state_dict[key]
-    state_dict.update({f"{prefix}backbone.{k}": v for k, v in mapped.items()})
+    state_dict.update({prefix + k: v for k, v in mapped.items()})

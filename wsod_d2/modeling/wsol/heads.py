@@ -8,7 +8,8 @@ requested classes (B,). Maps are raw scores: evaluators and CropCAM normalise th
   ReLU layers (VGG-GAP's conv6), global average pooling, a linear classifier. The CAM of class c
   is ``sum_k w_ck f_k`` at each position, so the logit is the spatial mean of the CAM plus the
   bias. wsolevaluation takes the channel mean instead of the sum: the same map up to a factor.
-- CSRAHead: :class:`wsod_d2.modeling.wsol.csra.MultiHeadCSRA`; maps are its summed normalised scores.
+- CSRAHead: :class:`wsod_d2.modeling.wsol.csra.MultiHeadCSRA`; maps are its summed normalised
+  scores.
 - TSCAMHead (TS-CAM, Gao et al., ICCV 2021): a 3x3 conv turns the patch-token map into the
   semantic map S (B, C, h, w), logits = GAP(S); the coupled map of class c is A * S_c with A the
   backbone's class-token attention map. "semantic" and "attention" are returned for SCM.
@@ -25,12 +26,19 @@ from torch import nn
 from wsod_d2.modeling.backbone.deit import CLS_ATTENTION
 from wsod_d2.modeling.wsol.csra import MultiHeadCSRA
 
-__all__ = ["WSOL_HEAD_REGISTRY", "CAMHead", "CSRAHead", "TSCAMHead", "build_wsol_head"]
+__all__ = [
+    "WSOL_HEAD_REGISTRY",
+    "WSOLHead",
+    "CAMHead",
+    "CSRAHead",
+    "TSCAMHead",
+    "build_wsol_head",
+]
 
 WSOL_HEAD_REGISTRY = Registry("WSOL_HEAD")
 WSOL_HEAD_REGISTRY.__doc__ = """
-Registry for WSOL classification heads: ``head(features) -> {"logits": (B, C), ...}`` and
-``head.class_maps(output, classes) -> (B, h, w)``. Built by ``from_config(cfg, input_shape)``.
+Registry for WSOL classification heads, subclasses of :class:`WSOLHead` (its docstring is the
+contract). Built by ``from_config(cfg, input_shape)``.
 """
 
 # torchvision's classifier init for the linear layer.
@@ -65,8 +73,27 @@ def _input_channels(input_shape: Dict[str, ShapeSpec], in_feature: str) -> int:
     return input_shape[in_feature].channels
 
 
+class WSOLHead(nn.Module):
+    """The contract between a WSOL head and WSOLClassifier.
+
+    - ``forward(features)``: the backbone's feature dict -> {"logits": (B, C), ...} with whatever
+      the head needs to draw maps;
+    - ``class_maps(output, classes)``: forward's output and (B,) classes -> (B, h, w) raw maps;
+    - ``has_semantic_map``: True when forward's output also holds "semantic" (B, C, h, w) and
+      "attention" (B, h, w), which SCM refines and the classifier returns at test.
+    """
+
+    has_semantic_map: bool = False
+
+    def forward(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def class_maps(self, output: Dict[str, torch.Tensor], classes: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
 @WSOL_HEAD_REGISTRY.register()
-class CAMHead(nn.Module):
+class CAMHead(WSOLHead):
     """Convs (optional) + GAP + linear classifier; CAMs from the classifier weights."""
 
     @configurable
@@ -118,7 +145,7 @@ class CAMHead(nn.Module):
 
 
 @WSOL_HEAD_REGISTRY.register()
-class CSRAHead(nn.Module):
+class CSRAHead(WSOLHead):
     """Multi-head CSRA on one backbone feature map."""
 
     @configurable
@@ -154,7 +181,7 @@ class CSRAHead(nn.Module):
 
 
 @WSOL_HEAD_REGISTRY.register()
-class TSCAMHead(nn.Module):
+class TSCAMHead(WSOLHead):
     """TS-CAM: semantic map from patch tokens, coupled with the class-token attention map."""
 
     has_semantic_map = True
@@ -194,6 +221,6 @@ class TSCAMHead(nn.Module):
         return output["attention"] * _gather(output["semantic"], classes)
 
 
-def build_wsol_head(cfg, input_shape: Dict[str, ShapeSpec]) -> nn.Module:
+def build_wsol_head(cfg, input_shape: Dict[str, ShapeSpec]) -> WSOLHead:
     """The head named by MODEL.WSOL.HEAD_NAME."""
     return WSOL_HEAD_REGISTRY.get(cfg.MODEL.WSOL.HEAD_NAME)(cfg, input_shape)

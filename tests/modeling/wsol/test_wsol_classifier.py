@@ -1,11 +1,10 @@
-"""WSOLClassifier, its heads and backbones: hand-made inputs, weight files, SCM / ADL / CropCAM."""
+"""WSOLClassifier: losses and label checks, inference and the CAM class, SCM / ADL / CropCAM in the
+model, the optimizer."""
 
 import os
 
 import pytest
-import timm
 import torch
-import torchvision
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
@@ -14,24 +13,12 @@ from torch import nn
 
 from wsod_d2 import add_wsod_config
 from wsod_d2.engine.wsol_trainer import build_wsol_optimizer
-from wsod_d2.modeling import WSODCheckpointer
+from wsod_d2.modeling.backbone.imagenet import ImageNetBackbone
 from wsod_d2.modeling.wsol.adl import ADL
-from wsod_d2.modeling.backbone.deit import ViTWSOL
-from wsod_d2.modeling.backbone.resnet import ResNetWSOL
 from wsod_d2.modeling.wsol.classifier import CropCAMOptions, WSOLClassifier
 from wsod_d2.modeling.wsol.scm import SCM
-from wsod_d2.modeling.wsol.heads import CAMHead, CSRAHead, TSCAMHead
+from wsod_d2.modeling.wsol.heads import CAMHead
 from wsod_d2.testing import REPO_ROOT
-
-TINY_VIT = dict(
-    arch="deit_small_patch16_224",
-    img_size=32,
-    patch_size=8,
-    embed_dim=24,
-    depth=2,
-    num_heads=2,
-    drop_path_rate=0.0,
-)
 
 
 def synthetic_cfg(name, overrides=()):
@@ -52,137 +39,6 @@ def batch(n, size, labels, seed=0):
         image = torch.randint(0, 256, (3, size, size), generator=g).float()
         inputs.append({"image": image, "image_labels": multi_hot, "image_id": f"img{i}"})
     return inputs
-
-
-def test_cam_head_hand_computed():
-    head = CAMHead(in_feature="f", in_channels=2, conv_dims=[], num_classes=2)
-    with torch.no_grad():
-        head.fc.weight.copy_(torch.tensor([[1.0, 2.0], [-1.0, 0.5]]))
-        head.fc.bias.copy_(torch.tensor([0.5, -1.0]))
-    f = torch.tensor([[[[1.0, 0.0], [2.0, 4.0]], [[0.0, 1.0], [1.0, -1.0]]]])  # (1, 2, 2, 2)
-    out = head({"f": f})
-    cam0 = torch.tensor([[[1.0, 2.0], [4.0, 2.0]]])  # 1 * f0 + 2 * f1
-    cam1 = torch.tensor([[[-1.0, 0.5], [-1.5, -4.5]]])  # -f0 + 0.5 f1
-    torch.testing.assert_close(head.class_maps(out, torch.tensor([0])), cam0)
-    torch.testing.assert_close(head.class_maps(out, torch.tensor([1])), cam1)
-    # logit = spatial mean of the CAM + bias
-    torch.testing.assert_close(out["logits"], torch.tensor([[2.25 + 0.5, -1.625 - 1.0]]))
-    with pytest.raises(KeyError, match="IN_FEATURE 'g'"):
-        CAMHead(in_feature="g", in_channels=2, conv_dims=[], num_classes=2)({"f": f})
-
-
-def test_tscam_and_csra_heads():
-    torch.manual_seed(0)
-    tokens, attention = torch.randn(2, 4, 3, 3), torch.rand(2, 3, 3)
-    head = TSCAMHead(in_feature="patch_tokens", in_channels=4, num_classes=5)
-    out = head({"patch_tokens": tokens, "cls_attention": attention})
-    semantic = head.conv(tokens)
-    torch.testing.assert_close(out["logits"], semantic.mean(dim=(2, 3)))
-    maps = head.class_maps(out, torch.tensor([3, 1]))
-    torch.testing.assert_close(
-        maps, torch.stack([attention[0] * semantic[0, 3], attention[1] * semantic[1, 1]])
-    )
-    with pytest.raises(KeyError, match="cls_attention"):
-        head({"patch_tokens": tokens})
-    csra = CSRAHead(in_feature="res5", in_channels=4, num_classes=5, num_heads=2, lam=0.1)
-    out = csra({"res5": tokens})
-    torch.testing.assert_close(out["logits"], csra.csra(tokens))
-    full = csra.csra.forward_maps(tokens)
-    torch.testing.assert_close(
-        csra.class_maps(out, torch.tensor([4, 0])), torch.stack([full[0, 4], full[1, 0]])
-    )
-
-
-def test_vit_backbone_matches_timm_and_attention_hooks():
-    torch.manual_seed(0)
-    backbone = ViTWSOL(**TINY_VIT).eval()
-    x = torch.randn(2, 3, 32, 32)
-    captured = []
-    for block in backbone.vit.blocks:
-        block.attn.fused_attn = (
-            False  # timm's explicit path, whose softmax weights go through attn_drop
-        )
-        block.attn.attn_drop.register_forward_hook(lambda m, i, o: captured.append(o))
-    with torch.no_grad():
-        tokens = backbone.vit.forward_features(x)
-        timm_weights, captured[:] = list(captured), []
-        ours = backbone(x)
-    assert ours["patch_tokens"].shape == (2, 24, 4, 4)
-    torch.testing.assert_close(
-        ours["patch_tokens"], tokens[:, 1:].transpose(1, 2).reshape(2, 24, 4, 4)
-    )
-    # TS-CAM's map: class-token row, mean over heads, sum over layers, patches only.
-    expected = sum(w.mean(dim=1)[:, 0, 1:] for w in timm_weights).reshape(2, 4, 4)
-    torch.testing.assert_close(ours["cls_attention"], expected)
-    with pytest.raises(ValueError, match="ViT input must be 32x32"):
-        backbone(torch.randn(1, 3, 48, 48))
-
-
-def test_resnet_strides_and_channels():
-    x = torch.randn(1, 3, 64, 64)
-    r18 = ResNetWSOL(depth=18, layer3_stride=1, layer4_stride=1).eval()
-    assert r18(x)["res5"].shape == (1, 512, 8, 8) and r18.output_shape()["res5"].stride == 8
-    r18s = ResNetWSOL(depth=18, layer3_stride=2, layer4_stride=2).eval()
-    assert r18s(x)["res5"].shape == (1, 512, 2, 2) and r18s.output_shape()["res5"].stride == 32
-    r50 = ResNetWSOL(depth=50, layer3_stride=2, layer4_stride=1)
-    assert r50.output_shape()["res5"] == ShapeSpec(channels=2048, stride=16)
-    assert r50.layer3[0].conv2.stride == (2, 2) and r50.layer4[0].downsample[0].stride == (1, 1)
-    with pytest.raises(ValueError, match="DEPTH must be one of"):
-        ResNetWSOL(depth=42, layer3_stride=1, layer4_stride=1)
-
-
-def test_imagenet_files_load_by_name(tmp_path):
-    """A torchvision ResNet file and a DeiT release file (state under "model") load as they are."""
-    torchvision_file = str(tmp_path / "resnet18.pth")
-    reference = torchvision.models.resnet18(weights=None)
-    torch.save(reference.state_dict(), torchvision_file)
-    cfg = synthetic_cfg(
-        "cam_vgg_tiny.yaml",
-        {
-            "MODEL.BACKBONE.NAME": "build_resnet_wsol_backbone",
-            "MODEL.RESNET_WSOL.DEPTH": 18,
-            "MODEL.WSOL.IN_FEATURE": "res5",
-            "MODEL.WSOL.CONV_DIMS": "[]",
-        },
-    )
-    model = build_model(cfg)
-    head_before = model.head.fc.weight.clone()
-    WSODCheckpointer(model).load(torchvision_file)
-    torch.testing.assert_close(
-        model.backbone.layer3[1].conv2.weight, reference.layer3[1].conv2.weight
-    )
-    torch.testing.assert_close(model.backbone.bn1.running_var, reference.bn1.running_var)
-    assert torch.equal(model.head.fc.weight, head_before)  # the ImageNet classifier is left out
-
-    deit = timm.create_model(
-        "deit_small_patch16_224",
-        pretrained=False,
-        img_size=32,
-        patch_size=8,
-        embed_dim=24,
-        depth=2,
-        num_heads=2,
-    )
-    deit_file = str(tmp_path / "deit.pth")
-    torch.save({"model": deit.state_dict()}, deit_file)
-    cfg = synthetic_cfg(
-        "tscam_vit_tiny.yaml",
-        {
-            "MODEL.VIT.IMG_SIZE": 48,
-            "MODEL.VIT.PATCH_SIZE": 8,
-            "MODEL.VIT.EMBED_DIM": 24,
-            "MODEL.VIT.DEPTH": 2,
-            "MODEL.VIT.NUM_HEADS": 2,
-        },
-    )
-    model = build_model(cfg)
-    WSODCheckpointer(model).load(deit_file)
-    vit = model.backbone.vit
-    torch.testing.assert_close(vit.blocks[1].mlp.fc2.weight, deit.blocks[1].mlp.fc2.weight)
-    torch.testing.assert_close(vit.cls_token, deit.cls_token)
-    # 4x4 -> 6x6 grid: the patch position embeddings are resampled, the class one kept.
-    assert vit.pos_embed.shape == (1, 37, 24)
-    torch.testing.assert_close(vit.pos_embed[:, 0], deit.pos_embed[:, 0])
 
 
 def test_training_losses_and_label_checks():
@@ -312,7 +168,7 @@ def test_adl_positions_from_config():
     assert len(calls) == 6  # 3 at test (identity), 3 in training
 
 
-class PooledImage(nn.Module):
+class PooledImage(ImageNetBackbone):
     """A backbone whose feature map is the image average-pooled by 8: CAMs follow the image."""
 
     def forward(self, x):

@@ -70,7 +70,10 @@ def test_no_upward_or_cross_family_import():
 
 def test_layer_check_catches_an_upward_import():
     assert _rank(["wsod_d2", "engine", "defaults"]) > _rank(["wsod_d2", "data", "wsod", "build"])
-    assert {_family(["wsod_d2", "data", "wsol", "build"]), _family(["wsod_d2", "data", "wsod"])} == {
+    assert {
+        _family(["wsod_d2", "data", "wsol", "build"]),
+        _family(["wsod_d2", "data", "wsod"]),
+    } == {
         "wsol",
         "wsod",
     }

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Train and evaluate a WSOD or WSOL model: ``tools/train_net.py --config-file CONFIG [--eval-only]``.
+"""Train and evaluate a WSOD or WSOL model:
+``tools/train_net.py --config-file CONFIG [--eval-only]``.
 
 detectron2's usual flags (--resume, --num-gpus, --num-machines, --machine-rank, --dist-url and
 trailing KEY VALUE overrides). With MODEL.DEVICE cpu, --num-gpus N runs N CPU processes. The

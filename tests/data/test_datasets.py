@@ -101,7 +101,9 @@ def test_missing_proposal_entry_and_file(voc, tmp_path):
     save_proposal_file(partial, ["a", "c"], [np.array([[0, 0, 5, 5]], np.float32)] * 2)
     with pytest.raises(ValueError, match=r"partial.pkl: image id 'b' \(file_name .*b\.jpg'\)"):
         dicts(name, partial, True)
-    with pytest.raises(FileNotFoundError, match=f"nowhere.pkl for dataset {name}.*generate_proposals.py"):
+    with pytest.raises(
+        FileNotFoundError, match=f"nowhere.pkl for dataset {name}.*generate_proposals.py"
+    ):
         dicts(name, str(tmp_path / "nowhere.pkl"), True)
 
 

@@ -117,7 +117,8 @@ def test_csra_multilabel_map(tiny_voc, tmp_path):
 def test_final_metrics_of_a_run(tmp_path):
     table = run_table
     assert all(
-        os.path.isfile(os.path.join(REPO_ROOT, c)) for c in table.PRESETS["wsol"] + table.PRESETS["wsod"]
+        os.path.isfile(os.path.join(REPO_ROOT, c))
+        for c in table.PRESETS["wsol"] + table.PRESETS["wsod"]
     )
     records = [
         {"iteration": 9, "total_loss": 1.0, "wsol_classifier/cls_accuracy": 0.5},
@@ -173,7 +174,14 @@ def test_table_runner_and_cam_drawing(tiny_wsol, tmp_path, monkeypatch):
     cfg = get_wsod_cfg(config, opts)
     model = build_trained_model(cfg, str(work / "tscam_vit_tiny" / "model_final.pth"))
     loader = build_wsol_test_loader(cfg, cfg.DATASETS.TEST[0])
-    written = draw_cams(model, loader, MetadataCatalog.get("tinywsol_test").thing_classes, str(drawn), num_images=2, cam_threshold=0.2)
+    written = draw_cams(
+        model,
+        loader,
+        MetadataCatalog.get("tinywsol_test").thing_classes,
+        str(drawn),
+        num_images=2,
+        cam_threshold=0.2,
+    )
     assert written == 2
     image = cv2.imread(str(drawn / "test_00000.png"))
     original = cv2.imread(os.path.join(tiny_wsol, "images", "test", "00000.jpg"))

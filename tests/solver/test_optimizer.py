@@ -79,7 +79,14 @@ def test_head_learning_rates_and_decays():
     for p in (model.head.fc.weight, model.head.fc.bias, model.head.convs[0].weight):
         assert group[id(p)] == (pytest.approx(1.0), 0.001)
     cfg.merge_from_list(
-        ["SOLVER.OPTIMIZER", "AdamW", "SOLVER.ADAM_BETAS", [0.9, 0.99], "SOLVER.WEIGHT_DECAY_BIAS", 0.0]
+        [
+            "SOLVER.OPTIMIZER",
+            "AdamW",
+            "SOLVER.ADAM_BETAS",
+            [0.9, 0.99],
+            "SOLVER.WEIGHT_DECAY_BIAS",
+            0.0,
+        ]
     )
     adamw = build_optimizer(cfg, model)
     assert type(adamw) is torch.optim.AdamW and adamw.defaults["betas"] == (0.9, 0.99)

@@ -222,4 +222,3 @@ def main(argv=None) -> str:
         f.write(table)
     print(table)
     return path
-

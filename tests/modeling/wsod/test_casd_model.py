@@ -9,13 +9,13 @@ from PIL import Image
 
 from wsod_d2 import add_wsod_config
 from wsod_d2.data.wsod.multiview_mapper import MultiViewWSODDatasetMapper
+from wsod_d2.modeling.wsod import casd_heads
+from wsod_d2.modeling.wsod.box_head import BoxHead, VGGFCHead
 from wsod_d2.modeling.wsod.casd import (
     layer_wise_distillation_loss,
     roi_attention_maps,
     stack_view_layer_maps,
 )
-from wsod_d2.modeling.wsod import casd_heads
-from wsod_d2.modeling.wsod.box_head import BoxHead, VGGFCHead
 
 BASE = "configs/Synthetic/casd/Base-CASD-tiny.yaml"
 NUM_PROPOSALS = 24

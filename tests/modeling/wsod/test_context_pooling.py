@@ -16,7 +16,6 @@ from wsod_d2.modeling.wsod.context_pooling import RingPooler, ring_cell_mask, sc
 from wsod_d2.modeling.wsod.contextlocnet import ContextLocNet
 from wsod_d2.modeling.wsod.mil import WSDDN
 from wsod_d2.modeling.wsod.roi_heads import WSODROIHeads
-
 from wsod_d2.testing import REPO_ROOT, TINY_CONFIG, tiny_cfg
 
 RING = 1.8

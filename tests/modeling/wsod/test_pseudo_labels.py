@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from wsod_d2.benchmarks.pseudo_labels import benchmark_pseudo_labellers, random_proposals
 from wsod_d2.modeling.wsod.mist import mist_pseudo_labels
 from wsod_d2.modeling.wsod.pcl import pcl_pseudo_labels
 from wsod_d2.modeling.wsod.pseudo_labels import box_iou, oicr_pseudo_labels
-from wsod_d2.benchmarks.pseudo_labels import benchmark_pseudo_labellers, random_proposals
 
 LABELLERS = [oicr_pseudo_labels, pcl_pseudo_labels, mist_pseudo_labels]
 

@@ -14,19 +14,18 @@ from detectron2.structures import Boxes, Instances
 from wsod_d2 import add_wsod_config
 from wsod_d2.modeling.wsod.pcl import pcl_pseudo_labels
 from wsod_d2.modeling.wsod.pseudo_labels import oicr_pseudo_labels
+from wsod_d2.modeling.wsod.refinement import (
+    RefinementROIHeads,
+    average_stage_boxes,
+    average_stage_scores,
+)
 from wsod_d2.modeling.wsod.refinement_losses import (
     oicr_loss,
     pcl_loss,
     regression_targets,
     weighted_smooth_l1_box_loss,
 )
-from wsod_d2.modeling.wsod.refinement import (
-    RefinementROIHeads,
-    average_stage_boxes,
-    average_stage_scores,
-)
 from wsod_d2.modeling.wsod.roi_heads import WSODROIHeads
-
 from wsod_d2.testing import REPO_ROOT, TINY_CONFIG
 
 CHANNELS = 16

@@ -12,7 +12,6 @@ from detectron2.utils.events import EventStorage
 from wsod_d2 import add_wsod_config
 from wsod_d2.engine import WSODTrainer
 from wsod_d2.modeling.wsod.tta import WSODRCNNWithTTA, boxes_to_original
-
 from wsod_d2.testing import REPO_ROOT, TINY_CONFIG, tiny_cfg
 
 HEIGHT, WIDTH = 80, 120

@@ -12,12 +12,11 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 
 from wsod_d2 import add_wsod_config
-from wsod_d2.engine.wsol_trainer import build_wsol_optimizer
 from wsod_d2.modeling.backbone.imagenet import ImageNetBackbone
 from wsod_d2.modeling.wsol.adl import ADL
 from wsod_d2.modeling.wsol.classifier import CropCAMOptions, WSOLClassifier
-from wsod_d2.modeling.wsol.scm import SCM
 from wsod_d2.modeling.wsol.heads import CAMHead
+from wsod_d2.modeling.wsol.scm import SCM
 from wsod_d2.testing import REPO_ROOT
 
 
@@ -247,43 +246,3 @@ def test_cropcam_training_switch():
     assert all(torch.isfinite(v) for v in losses.values())
     with pytest.raises(ValueError, match="CropCAM trains with single-label cross-entropy"):
         build_model(synthetic_cfg("cam_vgg_tiny_cropcam.yaml", {"MODEL.WSOL.LOSS": "bce"}))
-
-
-def test_optimizer_learning_rates_and_decays():
-    cfg = synthetic_cfg(
-        "cam_vgg_tiny.yaml",
-        {
-            "SOLVER.BASE_LR": 0.1,
-            "SOLVER.WEIGHT_DECAY": 0.001,
-            "SOLVER.WEIGHT_DECAY_NORM": 0.0,
-            "SOLVER.WSOL.HEAD_LR_FACTOR": 10.0,
-        },
-    )
-    model = build_model(cfg)
-    optimizer = build_wsol_optimizer(cfg, model)
-    assert type(optimizer) is torch.optim.SGD and optimizer.defaults["nesterov"] is False
-    group = {id(p): g for g in optimizer.param_groups for p in g["params"]}
-    assert len(group) == sum(1 for p in model.parameters() if p.requires_grad)
-    conv, bn = model.backbone.features[0], model.backbone.features[1]
-    assert (group[id(conv.weight)]["lr"], group[id(conv.weight)]["weight_decay"]) == (0.1, 0.001)
-    assert group[id(bn.weight)]["weight_decay"] == 0.0 and group[id(bn.bias)]["lr"] == 0.1
-    for p in (model.head.fc.weight, model.head.fc.bias, model.head.convs[0].weight):
-        assert group[id(p)]["lr"] == pytest.approx(1.0) and group[id(p)]["weight_decay"] == 0.001
-    cfg.merge_from_list(
-        [
-            "SOLVER.OPTIMIZER",
-            "AdamW",
-            "SOLVER.WSOL.ADAM_BETAS",
-            [0.9, 0.99],
-            "SOLVER.WEIGHT_DECAY_BIAS",
-            0.0,
-        ]
-    )
-    adamw = build_wsol_optimizer(cfg, model)
-    assert type(adamw) is torch.optim.AdamW and adamw.defaults["betas"] == (0.9, 0.99)
-    group = {id(p): g for g in adamw.param_groups for p in g["params"]}
-    assert group[id(model.head.fc.bias)]["weight_decay"] == 0.0
-    assert group[id(model.head.fc.weight)]["weight_decay"] == 0.001
-    cfg.merge_from_list(["SOLVER.OPTIMIZER", "LAMB"])
-    with pytest.raises(ValueError, match="SOLVER.OPTIMIZER: unknown 'LAMB'"):
-        build_wsol_optimizer(cfg, model)

@@ -1,7 +1,7 @@
 """Dataset dicts and data loaders for WSOD: proposals attached, image-level labels derived."""
 import logging
 import os
-from typing import List, Sequence
+from typing import Sequence
 
 from detectron2.data import (
     DatasetCatalog,
@@ -37,7 +37,8 @@ def ensure_proposals(dataset_name: str, dicts, proposal_file: str, workers: int)
     if options is None:
         raise FileNotFoundError(
             f"proposal file {proposal_file} for dataset {dataset_name} not found; make it with "
-            f"`python tools/generate_proposals.py --dataset {dataset_name} --output {proposal_file}` "
+            f"`python tools/generate_proposals.py --dataset {dataset_name} "
+            f"--output {proposal_file}` "
             "or convert a published one with tools/convert_proposals.py"
         )
     with exclusive_lock(proposal_file):

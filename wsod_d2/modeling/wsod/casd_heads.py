@@ -22,6 +22,7 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 
+from wsod_d2.modeling.wsod.box_head import BoxHead
 from wsod_d2.modeling.wsod.casd import (
     apply_inverted_attention,
     image_wise_distillation_loss,
@@ -33,7 +34,6 @@ from wsod_d2.modeling.wsod.casd import (
 )
 from wsod_d2.modeling.wsod.loss_bookkeeping import put_loss
 from wsod_d2.modeling.wsod.pseudo_labels import PseudoLabels
-from wsod_d2.modeling.wsod.box_head import BoxHead
 from wsod_d2.modeling.wsod.refinement import RefinementROIHeads, RefinementStage
 from wsod_d2.modeling.wsod.roi_heads import MILOutputs
 

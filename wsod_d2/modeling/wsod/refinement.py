@@ -23,10 +23,10 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
 from detectron2.structures import Instances
 
+from wsod_d2.modeling.wsod.loss_bookkeeping import put_loss
 from wsod_d2.modeling.wsod.pseudo_labelers import build_pseudo_labeler
 from wsod_d2.modeling.wsod.pseudo_labels import PseudoLabels
 from wsod_d2.modeling.wsod.refinement_losses import regression_targets, weighted_smooth_l1_box_loss
-from wsod_d2.modeling.wsod.loss_bookkeeping import put_loss
 from wsod_d2.modeling.wsod.roi_heads import MILOutputs, WSODROIHeads
 
 __all__ = [

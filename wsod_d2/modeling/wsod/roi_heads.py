@@ -11,8 +11,8 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, build_box_head
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.structures import Instances
 
-from wsod_d2.modeling.wsod.loss_bookkeeping import put_loss
 from wsod_d2.modeling.wsod.context_pooling import RingPooler
+from wsod_d2.modeling.wsod.loss_bookkeeping import put_loss
 from wsod_d2.modeling.wsod.mil import MILHead, build_mil_head
 
 

@@ -40,8 +40,8 @@ from wsod_d2.modeling.wsol.cropcam import (
     paste_back,
     use_zoomed_map,
 )
-from wsod_d2.modeling.wsol.scm import SCM
 from wsod_d2.modeling.wsol.heads import WSOLHead, build_wsol_head
+from wsod_d2.modeling.wsol.scm import SCM
 
 __all__ = ["CropCAMOptions", "WSOLClassifier"]
 

@@ -22,6 +22,13 @@ TINY_WSOL = SyntheticWSOLSpec(
 )
 
 
+def synthetic_wsol_cfg(name, overrides=()):
+    """A CPU config of configs/Synthetic/wsol/<name> with {KEY: VALUE} overrides (not frozen)."""
+    opts = ["MODEL.DEVICE", "cpu", *[x for kv in dict(overrides).items() for x in kv]]
+    path = os.path.join(REPO_ROOT, "configs", "Synthetic", "wsol", name)
+    return get_wsod_cfg(path, opts, freeze=False)
+
+
 def image_record(image_id, file_name=None, *, width: int, height: int):
     """A dataset dict without annotations, as proposal files are checked against."""
     return {

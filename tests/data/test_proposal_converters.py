@@ -37,15 +37,15 @@ D2_BOXES_A = [[0, 0, 100, 50], [9, 4, 30, 20]]
 D2_BOXES_B = [[2, 1, 5, 4]]
 
 
+def _write_two_image_mat(path):
+    """A v5 .mat of images 000005 and 000007 with MAT_BOXES_A / MAT_BOXES_B; returns path."""
+    images = _mat_cells([np.array(["000005"]), np.array(["000007"])])
+    scipy.io.savemat(path, {"boxes": _mat_cells([MAT_BOXES_A, MAT_BOXES_B]), "images": images})
+    return path
+
+
 def test_convert_mat_v5(tmp_path):
-    path = str(tmp_path / "voc_2007_trainval.mat")
-    scipy.io.savemat(
-        path,
-        {
-            "boxes": _mat_cells([MAT_BOXES_A, MAT_BOXES_B]),
-            "images": _mat_cells([np.array(["000005"]), np.array(["000007"])]),
-        },
-    )
+    path = _write_two_image_mat(str(tmp_path / "voc_2007_trainval.mat"))
     data = convert_selective_search_mat(path)
     assert data["ids"] == ["000005", "000007"] and data["bbox_mode"] == BoxMode.XYXY_ABS
     np.testing.assert_array_equal(data["boxes"][0], D2_BOXES_A)
@@ -177,14 +177,7 @@ def test_convert_wetectron_keeps_real_scores_and_rejects_d2_files(tmp_path):
 
 
 def test_convert_cli(tmp_path):
-    mat = str(tmp_path / "ss.mat")
-    scipy.io.savemat(
-        mat,
-        {
-            "boxes": _mat_cells([MAT_BOXES_A, MAT_BOXES_B]),
-            "images": _mat_cells([np.array(["000005"]), np.array(["000007"])]),
-        },
-    )
+    mat = _write_two_image_mat(str(tmp_path / "ss.mat"))
     image_set = tmp_path / "val.txt"
     image_set.write_text("000007\n")
     out = str(tmp_path / "out" / "ss.pkl")

@@ -5,21 +5,17 @@ import os
 import timm
 import torch
 import torchvision
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from wsod_d2 import add_wsod_config
+from wsod_d2.config import get_wsod_cfg
 from wsod_d2.modeling import WSODCheckpointer
 from wsod_d2.modeling.backbone.imagenet import IMAGENET_CLASSIFIER, ImageNetBackbone
-from wsod_d2.testing import REPO_ROOT
+from wsod_d2.testing import REPO_ROOT, synthetic_wsol_cfg
 
 
 def small_vgg16_cfg():
-    cfg = get_cfg()
-    add_wsod_config(cfg)
-    cfg.merge_from_file("configs/PascalVOC-Detection/wsddn_vgg16.yaml")
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.ROI_BOX_HEAD.FC_DIM", 8])
-    return cfg
+    path = os.path.join(REPO_ROOT, "configs/PascalVOC-Detection/wsddn_vgg16.yaml")
+    return get_wsod_cfg(path, ["MODEL.DEVICE", "cpu", "MODEL.ROI_BOX_HEAD.FC_DIM", 8])
 
 
 def test_torchvision_and_caffe_vgg16_weights_load_by_name(tmp_path):
@@ -66,15 +62,6 @@ def caffe_names(tv):
         "conv1_1_b": tv["features.0.bias"],
         "fc7_b": tv["classifier.3.bias"],
     }
-
-
-def synthetic_wsol_cfg(name, overrides=()):
-    """A CPU config of configs/Synthetic/wsol with {KEY: VALUE} overrides."""
-    cfg = get_cfg()
-    add_wsod_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", "Synthetic", "wsol", name))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *[x for kv in dict(overrides).items() for x in kv]])
-    return cfg
 
 
 def test_imagenet_files_load_by_name(tmp_path):

@@ -1,32 +1,20 @@
 """WSOLClassifier: losses and label checks, inference and the CAM class, SCM / ADL / CropCAM in the
 model, the optimizer."""
 
-import os
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-from wsod_d2 import add_wsod_config
 from wsod_d2.modeling.backbone.imagenet import ImageNetBackbone
 from wsod_d2.modeling.wsol.adl import ADL
 from wsod_d2.modeling.wsol.classifier import CropCAMOptions, WSOLClassifier
 from wsod_d2.modeling.wsol.heads import CAMHead
 from wsod_d2.modeling.wsol.scm import SCM
-from wsod_d2.testing import REPO_ROOT
-
-
-def synthetic_cfg(name, overrides=()):
-    """A CPU config of configs/Synthetic/wsol with {KEY: VALUE} overrides."""
-    cfg = get_cfg()
-    add_wsod_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", "Synthetic", "wsol", name))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *[x for kv in dict(overrides).items() for x in kv]])
-    return cfg
+from wsod_d2.testing import synthetic_wsol_cfg
 
 
 def batch(n, size, labels, seed=0):
@@ -42,7 +30,9 @@ def batch(n, size, labels, seed=0):
 
 def test_training_losses_and_label_checks():
     torch.manual_seed(0)
-    model = build_model(synthetic_cfg("cam_vgg_tiny.yaml", {"MODEL.WSOL.NUM_CLASSES": 4})).train()
+    model = build_model(
+        synthetic_wsol_cfg("cam_vgg_tiny.yaml", {"MODEL.WSOL.NUM_CLASSES": 4})
+    ).train()
     with EventStorage():
         losses = model(batch(4, 32, [0, 3]))
         assert set(losses) == {"loss_cls"} and torch.isfinite(losses["loss_cls"])
@@ -54,7 +44,9 @@ def test_training_losses_and_label_checks():
         with pytest.raises(ValueError, match="views of one size"):
             model(two)
     bce = build_model(
-        synthetic_cfg("cam_vgg_tiny.yaml", {"MODEL.WSOL.NUM_CLASSES": 4, "MODEL.WSOL.LOSS": "bce"})
+        synthetic_wsol_cfg(
+            "cam_vgg_tiny.yaml", {"MODEL.WSOL.NUM_CLASSES": 4, "MODEL.WSOL.LOSS": "bce"}
+        )
     )
     two = batch(4, 32, [0, 3])
     two[1]["image_labels"][1] = 1.0
@@ -65,7 +57,9 @@ def test_training_losses_and_label_checks():
 
 def test_inference_outputs_and_cam_class():
     torch.manual_seed(0)
-    model = build_model(synthetic_cfg("cam_vgg_tiny.yaml", {"MODEL.WSOL.NUM_CLASSES": 4})).eval()
+    model = build_model(
+        synthetic_wsol_cfg("cam_vgg_tiny.yaml", {"MODEL.WSOL.NUM_CLASSES": 4})
+    ).eval()
     inputs = batch(4, 32, [2, 1])
     del inputs[1]["image_labels"]
     inputs.append(dict(batch(4, 32, [0])[0], cam_class=3))
@@ -92,7 +86,7 @@ def count_calls(modules):
 
 
 def test_scm_only_in_training():
-    cfg = synthetic_cfg(
+    cfg = synthetic_wsol_cfg(
         "scm_vit_tiny.yaml",
         {
             "MODEL.WSOL.NUM_CLASSES": 3,
@@ -113,7 +107,7 @@ def test_scm_only_in_training():
         out = model(inputs)
     assert calls == []  # SCM is not in the inference graph
     plain = build_model(
-        synthetic_cfg(
+        synthetic_wsol_cfg(
             "tscam_vit_tiny.yaml",
             {
                 "MODEL.WSOL.NUM_CLASSES": 3,
@@ -137,11 +131,11 @@ def test_scm_only_in_training():
     losses["loss_cls"].backward()
     assert model.scm.blocks[0].lam.grad is not None
     with pytest.raises(ValueError, match="SCM needs a head with a semantic map"):
-        build_model(synthetic_cfg("cam_vgg_tiny.yaml", {"MODEL.SCM.ENABLED": True}))
+        build_model(synthetic_wsol_cfg("cam_vgg_tiny.yaml", {"MODEL.SCM.ENABLED": True}))
 
 
 def test_adl_positions_from_config():
-    cfg = synthetic_cfg("adl_vgg_tiny.yaml", {"MODEL.WSOL.NUM_CLASSES": 4})
+    cfg = synthetic_wsol_cfg("adl_vgg_tiny.yaml", {"MODEL.WSOL.NUM_CLASSES": 4})
     torch.manual_seed(0)
     model = build_model(cfg)
     features = dict(model.backbone.named_modules())
@@ -156,7 +150,7 @@ def test_adl_positions_from_config():
     with torch.no_grad():
         eval_out = model.eval()(inputs)
         plain = build_model(
-            synthetic_cfg("cam_vgg_tiny.yaml", {"MODEL.WSOL.NUM_CLASSES": 4})
+            synthetic_wsol_cfg("cam_vgg_tiny.yaml", {"MODEL.WSOL.NUM_CLASSES": 4})
         ).eval()
         plain.load_state_dict(model.state_dict())
         plain_out = plain(inputs)
@@ -245,4 +239,4 @@ def test_cropcam_training_switch():
     assert set(losses) == {"loss_cropcam_cls", "loss_cropcam_att"}
     assert all(torch.isfinite(v) for v in losses.values())
     with pytest.raises(ValueError, match="CropCAM trains with single-label cross-entropy"):
-        build_model(synthetic_cfg("cam_vgg_tiny_cropcam.yaml", {"MODEL.WSOL.LOSS": "bce"}))
+        build_model(synthetic_wsol_cfg("cam_vgg_tiny_cropcam.yaml", {"MODEL.WSOL.LOSS": "bce"}))

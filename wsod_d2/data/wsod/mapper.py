@@ -12,7 +12,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances
 
 from wsod_d2.data.common import read_image_checked
-from wsod_d2.data.photometric import build_photometric_augmentation
+from wsod_d2.data.wsod.photometric import build_photometric_augmentation
 
 logger = logging.getLogger(__name__)
 

@@ -20,6 +20,11 @@ class CASDRCNN(WSODRCNN):
     def forward(self, batched_inputs: List[Dict]):
         if not self.training:
             return super().forward(batched_inputs)
+        if any("views" not in x for x in batched_inputs):
+            raise ValueError(
+                "CASDRCNN trains on multi-view inputs (a 'views' list per dict, as "
+                "MultiViewWSODDatasetMapper makes when INPUT.VIEWS.NUM_SCALES >= 1)"
+            )
         num_views = len(batched_inputs[0]["views"])
         flipped = [view["flipped"] for view in batched_inputs[0]["views"]]
         for x in batched_inputs:

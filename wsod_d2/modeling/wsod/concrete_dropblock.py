@@ -84,13 +84,12 @@ class ConcreteDropBlock(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, channels):
-        c = cfg.MODEL.CDB
         return {
             "channels": channels,
-            "drop_rate": c.DROP_RATE,
-            "block_size": c.BLOCK_SIZE,
-            "temperature": c.TEMPERATURE,
-            "hard": c.HARD,
+            "drop_rate": cfg.MODEL.CDB.DROP_RATE,
+            "block_size": cfg.MODEL.CDB.BLOCK_SIZE,
+            "temperature": cfg.MODEL.CDB.TEMPERATURE,
+            "hard": cfg.MODEL.CDB.HARD,
         }
 
     def seed_probabilities(self, pooled: torch.Tensor) -> torch.Tensor:

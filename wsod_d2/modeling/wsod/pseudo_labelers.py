@@ -97,7 +97,8 @@ class PCL(_IoUAssignedLabeler):
         r = cfg.MODEL.REFINEMENT
         if r.PCL_CENTRES not in ("greedy", "released"):
             raise ValueError(
-                f"MODEL.REFINEMENT.PCL_CENTRES must be 'greedy' or 'released', got {r.PCL_CENTRES!r}"
+                "MODEL.REFINEMENT.PCL_CENTRES must be 'greedy' or 'released', got "
+                f"{r.PCL_CENTRES!r}"
             )
         return {
             "fg_iou": r.FG_IOU,

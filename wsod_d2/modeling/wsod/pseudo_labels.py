@@ -17,7 +17,8 @@ Conventions shared by the three labellers
 - Argmax ties over proposals go to the lowest proposal index; sorts are stable.
 - Assignment: every RoI takes the pseudo-GT of maximum IoU; on equal maximum IoU the pseudo-GT
   with the higher score wins, then the lower pseudo-GT index; with ``tie_to_first`` the lower
-  pseudo-GT index wins outright (the released codes' argmax: wetectron, pcl.pytorch). With m = that maximum IoU:
+  pseudo-GT index wins outright (the released codes' argmax: wetectron, pcl.pytorch).
+  With m = that maximum IoU:
   m >= fg_iou -> foreground, label = class + 1; bg_iou <= m < fg_iou -> background, label 0;
   m < bg_iou -> ignored, label 0 and weight 0. The weight of a foreground or background RoI is the
   score of its pseudo-GT. Thresholds are inclusive at the lower end: m == fg_iou is foreground,

@@ -303,7 +303,8 @@ class RefinementROIHeads(WSODROIHeads):
         for view, sign in zip(views, x_sign):
             logits, deltas = self.frcnn_branch(view.x)
             flip = deltas.new_tensor([sign, 1.0, 1.0, 1.0])
-            for lg, d, pl, t in zip(logits.split(num_rois), deltas.split(num_rois), pseudo, targets):
+            per_image = zip(logits.split(num_rois), deltas.split(num_rois), pseudo, targets)
+            for lg, d, pl, t in per_image:
                 cls_loss, box_loss = frcnn_branch_losses(lg, d, pl, t * flip, self.smooth_l1_beta)
                 cls_terms.append(cls_loss)
                 box_terms.append(box_loss)
@@ -332,7 +333,9 @@ class RefinementROIHeads(WSODROIHeads):
         proposal_boxes = torch.cat([p.proposal_boxes.tensor for p in proposals])
         deltas = [d for _, d in outputs if d is not None]
         average = average_stage_deltas if self.test_box_average == "deltas" else average_stage_boxes
-        boxes = average(deltas, proposal_boxes, self.box2box_transform) if deltas else proposal_boxes
+        boxes = proposal_boxes
+        if deltas:
+            boxes = average(deltas, proposal_boxes, self.box2box_transform)
         if self.frcnn_branch is not None:
             branch_logits, branch_deltas = self.frcnn_branch(mil.x)
             scores = combine_with_branch(scores, branch_logits)

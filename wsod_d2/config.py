@@ -215,8 +215,7 @@ def add_refinement_config(cfg):
 
 
 def add_cdb_config(cfg):
-    """Concrete DropBlock (Ren et al., CVPR 2020; wetectron's DB.*): an adversarial generator
-    of block masks on the pooled RoI features, trained with its own optimizer (SOLVER.CDB)."""
+    """Concrete DropBlock (Ren et al. 2020; wetectron's DB.*); its optimizer is SOLVER.CDB."""
     cfg.MODEL.CDB = CN()
     # Mask the pooled RoI features in training (wetectron's DB.METHOD "concrete").
     cfg.MODEL.CDB.ENABLED = False
@@ -384,8 +383,7 @@ def add_solver_config(cfg):
 
 
 def add_cdb_solver_config(cfg):
-    """The Concrete DropBlock generator's own SGD and warm-up multi-step schedule
-    (wetectron's SOLVER_CDB; its defaults here)."""
+    """Concrete DropBlock generator's own SGD and schedule (wetectron's SOLVER_CDB defaults)."""
     cfg.SOLVER.CDB = CN()
     # Learning rate, bias lr factor, momentum, weight decay (biases: WEIGHT_DECAY_BIAS).
     cfg.SOLVER.CDB.BASE_LR = 0.001

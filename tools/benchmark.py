@@ -3,7 +3,8 @@
 
 - pseudo-labels: each pseudo-labeller's time for R in {500, 2000, 5000}, C = 20, 3 positives.
 - step: the share of a VGG16 training step (480 px, 2000 proposals, CPU) spent after RoI
-  pooling outside fc6/fc7, for OICR, PCL and MIST refinement (target: under 5%).
+  pooling outside fc6/fc7, for OICR, PCL and MIST refinement (target: under 5%); for MIST with
+  Concrete DropBlock, also the share of its iteration (detector + generator step) that CDB adds.
 - casd: a full-CASD step (IW + LW + IA, VGG16, 2 scales x flip = 4 views, 300 proposals, short
   sides 240/288) against the sum of plain refinement steps on each view (target: under 30%).
 - wsol-metrics: WSOL box-metric throughput (maps/s at 224x224, 100 thresholds) against the
@@ -28,11 +29,18 @@ def pseudo_labels(device):
 
 
 def step(device):
+    cdb = []
     print("| config | step (s) | after fc7, outside fc6/fc7 (s) | share |\n|---|---|---|---|")
     for name in STEP_CONFIGS:
         path = os.path.join(REPO, "configs", "PascalVOC-Detection", f"{name}.yaml")
         r = benchmark_step_share(path)
         print(f"| {name} | {r['step_s']:.2f} | {r['after_fc7_s']:.3f} | {100 * r['share']:.1f}% |")
+        if "cdb_share" in r:
+            cdb.append(f"| {name} | {r['plain_step_s']:.2f} | {r['cdb_step_s']:.2f} | "
+                       f"{100 * r['cdb_share']:.1f}% |")
+    print("\n| config | step without CDB (s) | step + generator step (s) | CDB share |")
+    print("|---|---|---|---|")
+    print("\n".join(cdb))
 
 
 def casd(device):

@@ -23,6 +23,7 @@ def add_wsod_config(cfg):
     add_box_head_config(cfg)
     add_mil_config(cfg)
     add_refinement_config(cfg)
+    add_cdb_config(cfg)
     add_casd_config(cfg)
     add_wsol_config(cfg)
     add_csra_config(cfg)
@@ -31,6 +32,7 @@ def add_wsod_config(cfg):
     add_cropcam_config(cfg)
     add_test_config(cfg)
     add_solver_config(cfg)
+    add_cdb_solver_config(cfg)
 
 
 def add_dataset_config(cfg):
@@ -129,6 +131,11 @@ def add_mil_config(cfg):
     cfg.MODEL.MIL.LOSS_REDUCTION = "mean"
     # Weight of the MIL loss in the total.
     cfg.MODEL.MIL.LOSS_WEIGHT = 1.0
+    # WSDDN: std of the normal init of its two Linear layers (wetectron: 0.001).
+    cfg.MODEL.MIL.INIT_STD = 0.01
+    # WSDDN: add a background column to both streams (C+1-way softmaxes, image label 0 for it)
+    # and average the BCE over C+1 entries, as wetectron's 21-way head on VOC.
+    cfg.MODEL.MIL.BACKGROUND_COLUMN = False
     # ContextLocNet (MODEL.MIL.NAME "ContextLocNet"): the context ring is the box scaled by this
     # factor minus the box; the frame ring is the box minus the box scaled by its inverse.
     cfg.MODEL.MIL.CONTEXT_SCALE = 1.8
@@ -188,6 +195,40 @@ def add_refinement_config(cfg):
     cfg.MODEL.REFINEMENT.BOX_REG_LOSS_WEIGHT = 1.0
     # Whether the test scores average the MIL head's RoI scores with the stages' softmaxes.
     cfg.MODEL.REFINEMENT.TEST_INCLUDE_MIL = False
+    # Std of the normal init of each stage's (and the Fast R-CNN branch's) class layer; the box
+    # layers use 0.001 (wetectron: 0.001 for both; pcl.pytorch: 0.01).
+    cfg.MODEL.REFINEMENT.CLS_INIT_STD = 0.01
+    # RoI assignment when its max IoU ties between pseudo-GTs: "score" (the higher-scoring one)
+    # or "first" (the first listed, class-major: wetectron's and pcl.pytorch's argmax).
+    cfg.MODEL.REFINEMENT.IOU_TIE = "score"
+    # PCL cluster centres: "greedy" (the first PCL_MAX_CLUSTERS centres by degree) or "released"
+    # (pcl.pytorch 0.4.0: take centres until at most PCL_MAX_CLUSTERS candidates remain, then
+    # keep the PCL_MAX_CLUSTERS centres of highest score).
+    cfg.MODEL.REFINEMENT.PCL_CENTRES = "greedy"
+    # Test boxes with regression: "boxes" (mean of each stage's decoded boxes) or "deltas"
+    # (decode the mean of the stages' deltas once, as wetectron).
+    cfg.MODEL.REFINEMENT.TEST_BOX_AVERAGE = "boxes"
+    # pcl.pytorch's WITH_FRCNN: a Fast R-CNN branch (class + box layers on fc7) trained on OICR
+    # pseudo labels from the last stage's scores; at test its softmax is averaged 1:1 with the
+    # stages' mean score and its class-specific deltas give the boxes.
+    cfg.MODEL.REFINEMENT.FRCNN_BRANCH = False
+
+
+def add_cdb_config(cfg):
+    """Concrete DropBlock (Ren et al. 2020; wetectron's DB.*); its optimizer is SOLVER.CDB."""
+    cfg.MODEL.CDB = CN()
+    # Mask the pooled RoI features in training (wetectron's DB.METHOD "concrete").
+    cfg.MODEL.CDB.ENABLED = False
+    # Drop rate tau: a cell seeds a block with probability sigmoid(.) * tau / BLOCK_SIZE^2.
+    cfg.MODEL.CDB.DROP_RATE = 0.3
+    # Side of the square block dropped around each seed cell (DB.SIZE).
+    cfg.MODEL.CDB.BLOCK_SIZE = 3
+    # Temperature of the concrete (Gumbel-softmax) relaxation of the seeds (DB.GSM_THRES).
+    cfg.MODEL.CDB.TEMPERATURE = 0.01
+    # Binary seeds with a straight-through gradient (DB.IS_HARD) rather than relaxed ones.
+    cfg.MODEL.CDB.HARD = True
+    # The generator minimises -LOSS_WEIGHT x (the detector's total loss) (DB.WEIGHT).
+    cfg.MODEL.CDB.LOSS_WEIGHT = 0.01
 
 
 def add_casd_config(cfg):
@@ -339,3 +380,20 @@ def add_solver_config(cfg):
     # Adam / AdamW's (beta1, beta2) and epsilon.
     cfg.SOLVER.ADAM_BETAS = [0.9, 0.999]
     cfg.SOLVER.ADAM_EPS = 1e-8
+
+
+def add_cdb_solver_config(cfg):
+    """Concrete DropBlock generator's own SGD and schedule (wetectron's SOLVER_CDB defaults)."""
+    cfg.SOLVER.CDB = CN()
+    # Learning rate, bias lr factor, momentum, weight decay (biases: WEIGHT_DECAY_BIAS).
+    cfg.SOLVER.CDB.BASE_LR = 0.001
+    cfg.SOLVER.CDB.BIAS_LR_FACTOR = 2.0
+    cfg.SOLVER.CDB.MOMENTUM = 0.9
+    cfg.SOLVER.CDB.WEIGHT_DECAY = 0.0005
+    cfg.SOLVER.CDB.WEIGHT_DECAY_BIAS = 0.0
+    # The lr is multiplied by GAMMA at each of STEPS (wetectron's VOC recipe: 3.0, raising it).
+    cfg.SOLVER.CDB.GAMMA = 0.1
+    cfg.SOLVER.CDB.STEPS = (30000,)
+    # Linear warm-up from WARMUP_FACTOR x BASE_LR over WARMUP_ITERS iterations.
+    cfg.SOLVER.CDB.WARMUP_FACTOR = 1.0 / 3
+    cfg.SOLVER.CDB.WARMUP_ITERS = 500

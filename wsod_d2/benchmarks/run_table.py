@@ -11,7 +11,8 @@ The table has, per config and test set, the metrics that any run reported: VOC m
 (detectors); MaxBoxAccV2, Top-1 Loc, GT-known Loc and the size-bin accuracies (WSOL evaluator);
 mAP (multi-label evaluator); then the wall time and the hardware it ran on. ``--jobs J`` runs J
 configs at once, each with cores / J threads. Presets: "wsod", the synthetic detector benchmark
-(WSDDN, OICR, OICR+Reg, PCL, PCL+Reg, MIST+Reg); "casd", the synthetic CASD ablation (one row
+(WSDDN, OICR, OICR+Reg, OICR+FRCNN branch, PCL, PCL+Reg, PCL+FRCNN branch, MIST+Reg,
+MIST+Reg+CDB); "casd", the synthetic CASD ablation (one row
 per configs/Synthetic/casd/ file); "wsol" (default), CAM, ADL, TS-CAM, SCM and
 CAM + CropCAM on the synthetic WSOL data, CSRA vs. plain GAP on synthetic VOC.
 """
@@ -33,7 +34,17 @@ from wsod_d2.utils.env import REPO_ROOT
 PRESETS = {
     "wsod": [
         f"configs/Synthetic/{name}_tiny.yaml"
-        for name in ("wsddn", "oicr", "oicr_reg", "pcl", "pcl_reg", "mist_reg")
+        for name in (
+            "wsddn",
+            "oicr",
+            "oicr_reg",
+            "oicr_frcnn",
+            "pcl",
+            "pcl_reg",
+            "pcl_frcnn",
+            "mist_reg",
+            "mist_reg_cdb",
+        )
     ],
     "casd": [
         f"configs/Synthetic/casd/{name}.yaml"

@@ -1,5 +1,7 @@
 """How much of a WSOD training step is spent after RoI pooling, outside fc6/fc7: the MIL head,
-the refinement stages, pseudo labelling and the losses, forward and backward."""
+the refinement stages, pseudo labelling and the losses, forward and backward; and, for a model
+with Concrete DropBlock, the share of its whole iteration (detector step + the generator's
+adversarial step) that CDB adds over the same step without it."""
 import statistics
 import time
 from typing import Dict
@@ -38,7 +40,9 @@ def _median_seconds(fn, repeats: int) -> float:
 def benchmark_step_share(
     config_file: str, *, short_side: int = 480, num_proposals: int = 2000, repeats: int = 3
 ) -> Dict[str, float]:
-    """Seconds of a full training step (one image) and of its part after fc7, and the share."""
+    """Seconds of a full training step (one image) and of its part after fc7, and the share.
+    With an adversary (CDB) also "cdb_step_s" (detector step + the generator's forward/backward
+    on -loss), "plain_step_s" (the detector step without CDB) and "cdb_share"."""
     cfg = get_wsod_cfg(config_file, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
     torch.manual_seed(0)
     model = build_model(cfg).train()
@@ -80,4 +84,24 @@ def benchmark_step_share(
             after = _median_seconds(after_fc7, repeats)
         finally:
             heads.box_head, heads.box_pooler = box_head, pooler
-    return {"step_s": full, "after_fc7_s": after, "share": after / full}
+        result = {"step_s": full, "after_fc7_s": after, "share": after / full}
+        if model.adversary is not None:
+            result.update(_cdb_share(model, full_step, batch, repeats))
+    return result
+
+
+def _cdb_share(model, full_step, batch, repeats: int) -> Dict[str, float]:
+    params = [p for p in model.adversary.parameters() if p.requires_grad]
+
+    def cdb_step():
+        full_step()
+        torch.autograd.grad(-sum(model(batch).values()), params)
+
+    heads = model.roi_heads
+    with_cdb = _median_seconds(cdb_step, repeats)
+    dropblock, heads.dropblock = heads.dropblock, None
+    try:
+        plain = _median_seconds(full_step, repeats)
+    finally:
+        heads.dropblock = dropblock
+    return {"cdb_step_s": with_cdb, "plain_step_s": plain, "cdb_share": 1.0 - plain / with_cdb}

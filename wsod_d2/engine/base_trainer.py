@@ -36,16 +36,22 @@ class WeakSupervisionTrainer(DefaultTrainer):
         self.check_model_and_config(cfg, model)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        model = create_ddp_model(model, broadcast_buffers=False)
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
-            model, data_loader, optimizer
-        )
+        ddp_model = create_ddp_model(model, broadcast_buffers=False)
+        self._trainer = self.build_step_trainer(cfg, model, ddp_model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = WSODCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_step_trainer(cls, cfg, model, ddp_model, data_loader, optimizer):
+        """What runs one iteration: detectron2's SimpleTrainer (AMPTrainer with SOLVER.AMP)
+        over ``ddp_model``, the DDP-wrapped ``model``."""
+        return (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
+            ddp_model, data_loader, optimizer
+        )
 
     @classmethod
     def check_model_and_config(cls, cfg, model):

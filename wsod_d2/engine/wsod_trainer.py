@@ -9,9 +9,15 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
 from wsod_d2.data.wsod.build import build_wsod_test_loader, build_wsod_train_loader
+from wsod_d2.engine.adversarial import AdversarialTrainer
 from wsod_d2.engine.base_trainer import WeakSupervisionTrainer
 from wsod_d2.evaluation.build import build_wsod_evaluator
 from wsod_d2.modeling.wsod.tta import WSODRCNNWithTTA, original_size_mapper
+from wsod_d2.solver.build import (
+    build_adversary_lr_scheduler,
+    build_adversary_optimizer,
+    build_optimizer,
+)
 
 
 class WSODTrainer(WeakSupervisionTrainer):
@@ -25,6 +31,35 @@ class WSODTrainer(WeakSupervisionTrainer):
                 f"INPUT.VIEWS.NUM_SCALES is {cfg.INPUT.VIEWS.NUM_SCALES}: set it to "
                 f"{'>= 1 (e.g. 2 for CASD)' if model.trains_on_views else '0'}"
             )
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """The main optimizer, without the adversary's parameters (they have their own)."""
+        exclude = model.adversary.parameters() if model.adversary is not None else ()
+        return build_optimizer(cfg, model, exclude=exclude)
+
+    @classmethod
+    def build_step_trainer(cls, cfg, model, ddp_model, data_loader, optimizer):
+        """With an adversary (MODEL.CDB.ENABLED), its step follows each detector step with its
+        own optimizer and schedule (SOLVER.CDB; wsod_d2.engine.adversarial)."""
+        if model.adversary is None:
+            return super().build_step_trainer(cfg, model, ddp_model, data_loader, optimizer)
+        if cfg.SOLVER.AMP.ENABLED:
+            raise ValueError(
+                "MODEL.CDB.ENABLED: Concrete DropBlock's adversarial step runs without AMP; set "
+                "SOLVER.AMP.ENABLED False"
+            )
+        adversary_optimizer = build_adversary_optimizer(cfg, model.adversary)
+        return AdversarialTrainer(
+            ddp_model,
+            data_loader,
+            optimizer,
+            adversary_model=model,
+            adversary=model.adversary,
+            adversary_optimizer=adversary_optimizer,
+            adversary_scheduler=build_adversary_lr_scheduler(cfg, adversary_optimizer),
+            adversary_weight=cfg.MODEL.CDB.LOSS_WEIGHT,
+        )
 
     def build_hooks(self):
         ret = super().build_hooks()

@@ -51,12 +51,14 @@ def mist_pseudo_labels(
     fg_iou: float = 0.5,
     bg_iou: float = 0.1,
     compare_all_higher_ranked: bool = False,
+    tie_to_first: bool = False,
 ) -> PseudoLabels:
     """MIST: NMS over the top-scoring proposals of each positive class (see module docstring).
 
     boxes: (R, 4) XYXY absolute; scores: (R, C) real classes only; image_labels: (C,) multi-hot.
     compare_all_higher_ranked: False = the paper's greedy NMS against kept boxes; True = the
         released code's test against every higher-ranked box of the top set.
+    tie_to_first: the assignment's tie rule (pseudo_labels.py); True = wetectron's.
     """
     check_labeller_inputs(boxes, scores, image_labels, fg_iou, bg_iou)
     if not 0.0 < top_ratio <= 1.0:
@@ -75,5 +77,5 @@ def mist_pseudo_labels(
         keep = _greedy_nms_keep(suppresses)
     classes = positive[:, None].expand_as(top_idx)
     return proposals_as_pseudo_gt(
-        boxes, top_idx[keep], classes[keep], top_scores[keep], fg_iou, bg_iou
+        boxes, top_idx[keep], classes[keep], top_scores[keep], fg_iou, bg_iou, tie_to_first
     )

@@ -12,9 +12,12 @@ PCL (Tang et al. 2018)
     lower index) becomes a centre; its pseudo-GT score is the maximum score among its remaining
     neighbours (itself included); it and its neighbours are removed. Stops early when no node is
     left. Centres are listed in the order they are picked and are taken for later classes.
-    Differences from the released code (pcl.pytorch): sklearn k-means (k-means++, random seed)
-    there; the greedy loop there runs until at most 5 nodes remain and then keeps the 5 centres
-    of highest score, whereas here the first ``max_clusters`` centres by degree are kept.
+    With ``released_centres`` (pcl.pytorch 0.4.0's ``_get_graph_centers``): the same greedy loop
+    runs until at most ``max_clusters`` nodes remain (at least once; the release hard-codes 5
+    there and MAX_PC_NUM = 5 below), then the ``max_clusters`` centres of highest score are kept,
+    in decreasing score (ties -> the earlier pick), and only those are taken for later classes.
+    Remaining difference from the release: sklearn k-means (k-means++, seeded) there; and its
+    degree ties follow numpy's argsort, here higher score then lower index.
 """
 
 from typing import Tuple
@@ -97,6 +100,35 @@ def _graph_centres(
     return torch.stack(picks)[found_mask], torch.stack(centre_scores)[found_mask]
 
 
+def _released_graph_centres(
+    boxes: torch.Tensor, scores: torch.Tensor, graph_iou: float, max_clusters: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """pcl.pytorch 0.4.0's centres: greedy highest-degree picks until at most ``max_clusters``
+    nodes remain, then the ``max_clusters`` picks of highest centre score.
+
+    boxes: (M, 4), scores: (M,) -> (N,) candidate indices and (N,) scores, N <= max_clusters.
+    """
+    num = boxes.shape[0]
+    eye = torch.eye(num, dtype=torch.bool, device=boxes.device)
+    adjacency = (box_iou(boxes, boxes) > graph_iou) | eye
+    remaining = torch.ones(num, dtype=torch.bool, device=boxes.device)
+    picks, centre_scores = [], []
+    while True:
+        degree = (adjacency & remaining[None, :]).sum(dim=1).masked_fill(~remaining, -1)
+        top_degree = remaining & (degree == degree.max())
+        top_scores = scores.masked_fill(~top_degree, float("-inf"))
+        pick = _first_true(top_degree & (top_scores == top_scores.max()))
+        neighbours = adjacency[pick] & remaining
+        picks.append(pick)
+        centre_scores.append(scores.masked_fill(~neighbours, float("-inf")).max())
+        remaining = remaining & ~neighbours
+        if int(remaining.sum()) <= max_clusters:
+            break
+    centre_scores_t = torch.stack(centre_scores)
+    order = torch.sort(centre_scores_t, descending=True, stable=True).indices[:max_clusters]
+    return torch.stack(picks)[order], centre_scores_t[order]
+
+
 @torch.no_grad()
 def pcl_pseudo_labels(
     boxes: torch.Tensor,
@@ -108,11 +140,14 @@ def pcl_pseudo_labels(
     max_clusters: int = 5,
     kmeans_k: int = 3,
     kmeans_iters: int = 10,
+    released_centres: bool = False,
+    tie_to_first: bool = False,
 ) -> PseudoLabels:
     """PCL: k-means candidates, IoU-graph cluster centres (see the module docstring).
 
     boxes: (R, 4) XYXY absolute; scores: (R, C) real classes only; image_labels: (C,) multi-hot.
-    ``clusters`` of the result gives each foreground RoI's proposal cluster.
+    ``clusters`` of the result gives each foreground RoI's proposal cluster. released_centres:
+    pcl.pytorch 0.4.0's centre rule; tie_to_first: the assignment's tie rule (pseudo_labels.py).
     """
     check_labeller_inputs(boxes, scores, image_labels, fg_iou, bg_iou)
     if max_clusters < 1 or kmeans_k < 1 or kmeans_iters < 0:
@@ -129,7 +164,8 @@ def pcl_pseudo_labels(
         class_scores = scores[:, c]
         candidates = _kmeans_top_cluster(class_scores, ~taken, kmeans_k, kmeans_iters)
         candidate_idx = torch.nonzero(candidates).squeeze(1)
-        centres, centre_scores = _graph_centres(
+        find_centres = _released_graph_centres if released_centres else _graph_centres
+        centres, centre_scores = find_centres(
             boxes[candidate_idx], class_scores[candidate_idx], graph_iou, max_clusters
         )
         proposal_idx = candidate_idx[centres]
@@ -147,4 +183,5 @@ def pcl_pseudo_labels(
         torch.cat(score_parts),
         fg_iou,
         bg_iou,
+        tie_to_first,
     )

@@ -16,7 +16,9 @@ Conventions shared by the three labellers
   order the labeller picks them.
 - Argmax ties over proposals go to the lowest proposal index; sorts are stable.
 - Assignment: every RoI takes the pseudo-GT of maximum IoU; on equal maximum IoU the pseudo-GT
-  with the higher score wins, then the lower pseudo-GT index. With m = that maximum IoU:
+  with the higher score wins, then the lower pseudo-GT index; with ``tie_to_first`` the lower
+  pseudo-GT index wins outright (the released codes' argmax: wetectron, pcl.pytorch).
+  With m = that maximum IoU:
   m >= fg_iou -> foreground, label = class + 1; bg_iou <= m < fg_iou -> background, label 0;
   m < bg_iou -> ignored, label 0 and weight 0. The weight of a foreground or background RoI is the
   score of its pseudo-GT. Thresholds are inclusive at the lower end: m == fg_iou is foreground,
@@ -136,6 +138,7 @@ def _assign(
     gt_proposals: torch.Tensor,
     fg_iou: float,
     bg_iou: float,
+    tie_to_first: bool = False,
 ) -> PseudoLabels:
     """Label every RoI from its max-IoU pseudo-GT (rules in the module docstring)."""
     num_rois = boxes.shape[0]
@@ -154,9 +157,10 @@ def _assign(
         )
     iou = box_iou(boxes, gt_boxes)
     max_iou = iou.max(dim=1).values
-    tied = iou == max_iou[:, None]
-    tied_scores = gt_scores[None, :].expand_as(iou).masked_fill(~tied, float("-inf"))
-    best = tied & (tied_scores == tied_scores.max(dim=1, keepdim=True).values)
+    best = iou == max_iou[:, None]
+    if not tie_to_first:
+        tied_scores = gt_scores[None, :].expand_as(iou).masked_fill(~best, float("-inf"))
+        best = best & (tied_scores == tied_scores.max(dim=1, keepdim=True).values)
     matched = torch.argmax(best.to(torch.uint8), dim=1)
 
     foreground = max_iou >= fg_iou
@@ -183,9 +187,12 @@ def proposals_as_pseudo_gt(
     gt_scores: torch.Tensor,
     fg_iou: float,
     bg_iou: float,
+    tie_to_first: bool = False,
 ) -> PseudoLabels:
     """Assign RoIs to pseudo-GTs that are proposals: proposal_idx, classes, gt_scores: (G,)."""
-    return _assign(boxes, boxes[proposal_idx], classes, gt_scores, proposal_idx, fg_iou, bg_iou)
+    return _assign(
+        boxes, boxes[proposal_idx], classes, gt_scores, proposal_idx, fg_iou, bg_iou, tie_to_first
+    )
 
 
 @torch.no_grad()
@@ -195,10 +202,12 @@ def oicr_pseudo_labels(
     image_labels: torch.Tensor,
     fg_iou: float = 0.5,
     bg_iou: float = 0.1,
+    tie_to_first: bool = False,
 ) -> PseudoLabels:
     """OICR: one top-scoring proposal per positive class (see the module docstring).
 
     boxes: (R, 4) XYXY absolute; scores: (R, C) real classes only; image_labels: (C,) multi-hot.
+    tie_to_first: the assignment's tie rule (module docstring).
     """
     check_labeller_inputs(boxes, scores, image_labels, fg_iou, bg_iou)
     num_rois = boxes.shape[0]
@@ -213,5 +222,5 @@ def oicr_pseudo_labels(
         picks.append(pick)
     proposal_idx = torch.stack(picks) if picks else positive.new_zeros(0)
     return proposals_as_pseudo_gt(
-        boxes, proposal_idx, positive, scores[proposal_idx, positive], fg_iou, bg_iou
+        boxes, proposal_idx, positive, scores[proposal_idx, positive], fg_iou, bg_iou, tie_to_first
     )

@@ -22,6 +22,8 @@ class WSODRCNN(nn.Module):
 
     ``trains_on_views``: whether training inputs are several views of each image (multi-view
     mapper, INPUT.VIEWS.NUM_SCALES >= 1) rather than one; the trainer checks the config against it.
+    ``adversary``: the ROI heads' module trained adversarially with its own optimizer (Concrete
+    DropBlock) or None; the trainer keeps it out of the main optimizer.
     """
 
     trains_on_views = False
@@ -50,6 +52,10 @@ class WSODRCNN(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
+
+    @property
+    def adversary(self) -> Optional[nn.Module]:
+        return self.roi_heads.adversary
 
     @property
     def device(self):

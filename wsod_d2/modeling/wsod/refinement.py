@@ -11,7 +11,10 @@ stage are averaged over the images of the batch; stage 1's are multiplied by
 
 Test: scores = mean over the stages of softmax(logits)[:, 1:] (and the MIL RoI scores when
 ``test_include_mil``); boxes = the proposals, or, with regression, the mean over the stages of the
-per-class boxes decoded from each stage's deltas; then class-wise NMS and top-k.
+per-class boxes decoded from each stage's deltas (or the boxes decoded from the mean of the
+stages' deltas, ``test_box_average="deltas"``, as wetectron); then class-wise NMS and top-k.
+With ``frcnn_branch`` (pcl.pytorch's WITH_FRCNN, frcnn_branch.py) a Fast R-CNN branch trained on
+the last stage's OICR pseudo labels is averaged 1:1 with the stage score and gives the boxes.
 """
 from typing import Dict, List, Optional
 
@@ -23,9 +26,14 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
 from detectron2.structures import Instances
 
+from wsod_d2.modeling.wsod.frcnn_branch import (
+    FastRCNNBranch,
+    combine_with_branch,
+    frcnn_branch_losses,
+)
 from wsod_d2.modeling.wsod.loss_bookkeeping import put_loss
-from wsod_d2.modeling.wsod.pseudo_labelers import build_pseudo_labeler
-from wsod_d2.modeling.wsod.pseudo_labels import PseudoLabels
+from wsod_d2.modeling.wsod.pseudo_labelers import build_pseudo_labeler, tie_to_first
+from wsod_d2.modeling.wsod.pseudo_labels import PseudoLabels, oicr_pseudo_labels
 from wsod_d2.modeling.wsod.refinement_losses import regression_targets, weighted_smooth_l1_box_loss
 from wsod_d2.modeling.wsod.roi_heads import MILOutputs, WSODROIHeads
 
@@ -34,6 +42,7 @@ __all__ = [
     "RefinementROIHeads",
     "average_stage_scores",
     "average_stage_boxes",
+    "average_stage_deltas",
 ]
 
 
@@ -44,12 +53,14 @@ class RefinementStage(nn.Module):
     forward(x (R, D)) -> (logits (R, C+1), deltas (R, 4(C+1)) or None).
     """
 
-    def __init__(self, input_dim: int, num_classes: int, *, box_reg: bool):
+    def __init__(
+        self, input_dim: int, num_classes: int, *, box_reg: bool, cls_init_std: float = 0.01
+    ):
         super().__init__()
         self.cls_score = nn.Linear(input_dim, num_classes + 1)
         self.bbox_pred = nn.Linear(input_dim, 4 * (num_classes + 1)) if box_reg else None
         # Fast R-CNN's init: small deltas at the start keep the boxes on the proposals.
-        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.cls_score.weight, std=cls_init_std)
         nn.init.zeros_(self.cls_score.bias)
         if self.bbox_pred is not None:
             nn.init.normal_(self.bbox_pred.weight, std=0.001)
@@ -87,6 +98,17 @@ def average_stage_boxes(
     return torch.stack(boxes).mean(dim=0)
 
 
+def average_stage_deltas(
+    stage_deltas: List[torch.Tensor],
+    proposal_boxes: torch.Tensor,
+    box2box_transform: Box2BoxTransform,
+) -> torch.Tensor:
+    """The per-class boxes decoded once from the mean over the stages of their deltas
+    (wetectron's test). Shapes as :func:`average_stage_boxes`."""
+    mean_deltas = torch.stack(stage_deltas).mean(dim=0)
+    return box2box_transform.apply_deltas(mean_deltas[:, 4:], proposal_boxes)
+
+
 @ROI_HEADS_REGISTRY.register()
 class RefinementROIHeads(WSODROIHeads):
     """:class:`WSODROIHeads` (box head + MIL head) followed by K refinement stages.
@@ -108,9 +130,19 @@ class RefinementROIHeads(WSODROIHeads):
         box_reg_loss_weight: float,
         smooth_l1_beta: float,
         test_include_mil: bool,
+        test_box_average: str = "boxes",
+        frcnn_branch: Optional[FastRCNNBranch] = None,
+        frcnn_fg_iou: float = 0.5,
+        frcnn_bg_iou: float = 0.1,
+        frcnn_tie_to_first: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if test_box_average not in ("boxes", "deltas"):
+            raise ValueError(
+                "MODEL.REFINEMENT.TEST_BOX_AVERAGE must be 'boxes' or 'deltas', got "
+                f"{test_box_average!r}"
+            )
         if len(stages) == 0 and not test_include_mil:
             raise ValueError(
                 "RefinementROIHeads: with MODEL.REFINEMENT.NUM_STAGES = 0 the test scores can only "
@@ -129,6 +161,11 @@ class RefinementROIHeads(WSODROIHeads):
         self.box_reg_loss_weight = box_reg_loss_weight
         self.smooth_l1_beta = smooth_l1_beta
         self.test_include_mil = test_include_mil
+        self.test_box_average = test_box_average
+        self.frcnn_branch = frcnn_branch
+        self.frcnn_fg_iou = frcnn_fg_iou
+        self.frcnn_bg_iou = frcnn_bg_iou
+        self.frcnn_tie_to_first = frcnn_tie_to_first
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -140,7 +177,10 @@ class RefinementROIHeads(WSODROIHeads):
         num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
         ret.update(
             stages=nn.ModuleList(
-                RefinementStage(fc_dim, num_classes, box_reg=r.BOX_REG) for _ in range(r.NUM_STAGES)
+                RefinementStage(
+                    fc_dim, num_classes, box_reg=r.BOX_REG, cls_init_std=r.CLS_INIT_STD
+                )
+                for _ in range(r.NUM_STAGES)
             ),
             pseudo_labeler=build_pseudo_labeler(cfg),
             first_stage_loss_weight=r.FIRST_STAGE_LOSS_WEIGHT,
@@ -148,7 +188,15 @@ class RefinementROIHeads(WSODROIHeads):
             box_reg_loss_weight=r.BOX_REG_LOSS_WEIGHT,
             smooth_l1_beta=cfg.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA,
             test_include_mil=r.TEST_INCLUDE_MIL,
+            test_box_average=r.TEST_BOX_AVERAGE,
+            frcnn_fg_iou=r.FG_IOU,
+            frcnn_bg_iou=r.BG_IOU,
+            frcnn_tie_to_first=tie_to_first(cfg),
         )
+        if r.FRCNN_BRANCH:
+            ret["frcnn_branch"] = FastRCNNBranch(
+                fc_dim, num_classes, cls_init_std=r.CLS_INIT_STD
+            )
         return ret
 
     def losses(
@@ -235,7 +283,33 @@ class RefinementROIHeads(WSODROIHeads):
                     weight * self.box_reg_loss_weight,
                 )
             supervision = torch.stack(view_probs).mean(dim=0)[:, 1:].detach()
+        if self.frcnn_branch is not None:
+            self.frcnn_branch_losses(losses, views, boxes, supervision, image_labels, x_sign)
         return losses
+
+    def frcnn_branch_losses(self, losses, views, boxes, supervision, image_labels, x_sign):
+        """Adds "loss_frcnn_cls" and "loss_frcnn_box_reg": the Fast R-CNN branch trained on OICR
+        pseudo labels from ``supervision`` (R, C), the last stage's detached scores; each the
+        mean over views and images. boxes: per image (R_i, 4), where the labels are built."""
+        num_rois = [len(b) for b in boxes]
+        pseudo = [
+            oicr_pseudo_labels(
+                b, s, y, self.frcnn_fg_iou, self.frcnn_bg_iou, self.frcnn_tie_to_first
+            )
+            for b, s, y in zip(boxes, supervision.split(num_rois), image_labels)
+        ]
+        targets = [regression_targets(b, p, self.box2box_transform) for b, p in zip(boxes, pseudo)]
+        cls_terms, box_terms = [], []
+        for view, sign in zip(views, x_sign):
+            logits, deltas = self.frcnn_branch(view.x)
+            flip = deltas.new_tensor([sign, 1.0, 1.0, 1.0])
+            per_image = zip(logits.split(num_rois), deltas.split(num_rois), pseudo, targets)
+            for lg, d, pl, t in per_image:
+                cls_loss, box_loss = frcnn_branch_losses(lg, d, pl, t * flip, self.smooth_l1_beta)
+                cls_terms.append(cls_loss)
+                box_terms.append(box_loss)
+        put_loss(losses, "loss_frcnn_cls", torch.stack(cls_terms).mean(), 1.0)
+        put_loss(losses, "loss_frcnn_box_reg", torch.stack(box_terms).mean(), 1.0)
 
     def stage_inputs(
         self, stage: RefinementStage, view: MILOutputs, pseudo: List[PseudoLabels]
@@ -258,9 +332,13 @@ class RefinementROIHeads(WSODROIHeads):
         )
         proposal_boxes = torch.cat([p.proposal_boxes.tensor for p in proposals])
         deltas = [d for _, d in outputs if d is not None]
-        boxes = (
-            average_stage_boxes(deltas, proposal_boxes, self.box2box_transform)
-            if deltas
-            else proposal_boxes
-        )
-        return list(boxes.split(num_rois)), list(scores.split(num_rois)), mil.image_scores
+        average = average_stage_deltas if self.test_box_average == "deltas" else average_stage_boxes
+        boxes = proposal_boxes
+        if deltas:
+            boxes = average(deltas, proposal_boxes, self.box2box_transform)
+        if self.frcnn_branch is not None:
+            branch_logits, branch_deltas = self.frcnn_branch(mil.x)
+            scores = combine_with_branch(scores, branch_logits)
+            boxes = self.box2box_transform.apply_deltas(branch_deltas[:, 4:], proposal_boxes)
+        image_scores = self.mil_head.class_image_scores(mil.image_scores)
+        return list(boxes.split(num_rois)), list(scores.split(num_rois)), image_scores

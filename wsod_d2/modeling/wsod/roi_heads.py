@@ -11,6 +11,7 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, build_box_head
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.structures import Instances
 
+from wsod_d2.modeling.wsod.concrete_dropblock import ConcreteDropBlock
 from wsod_d2.modeling.wsod.context_pooling import RingPooler
 from wsod_d2.modeling.wsod.loss_bookkeeping import put_loss
 from wsod_d2.modeling.wsod.mil import MILHead, build_mil_head
@@ -33,6 +34,11 @@ class WSODROIHeads(nn.Module):
 
     A MIL head with ``needs_context = True`` also gets the fc7 features of each proposal's frame
     and context rings (``frame_pooler``, ``context_pooler``), through the shared box head.
+
+    ``dropblock`` (MODEL.CDB.ENABLED): Concrete DropBlock on the pooled RoI features before the
+    box head, in training. ``adversary`` is that module (None without it): the contract with the
+    trainer, which excludes its parameters from the main optimizer and trains them with their own
+    (wsod_d2.engine.adversarial).
     """
 
     @configurable
@@ -48,6 +54,7 @@ class WSODROIHeads(nn.Module):
         test_topk_per_image: int,
         frame_pooler: Optional[RingPooler] = None,
         context_pooler: Optional[RingPooler] = None,
+        dropblock: Optional[ConcreteDropBlock] = None,
     ):
         super().__init__()
         if mil_head.needs_context and (frame_pooler is None or context_pooler is None):
@@ -64,6 +71,12 @@ class WSODROIHeads(nn.Module):
         self.test_score_thresh = test_score_thresh
         self.test_nms_thresh = test_nms_thresh
         self.test_topk_per_image = test_topk_per_image
+        self.dropblock = dropblock
+
+    @property
+    def adversary(self) -> Optional[nn.Module]:
+        """The module trained adversarially by its own optimizer, or None."""
+        return self.dropblock
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
@@ -89,6 +102,8 @@ class WSODROIHeads(nn.Module):
             "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
         }
+        if cfg.MODEL.CDB.ENABLED:
+            ret["dropblock"] = ConcreteDropBlock(cfg, channels)
         if mil_head.needs_context:
             scale = cfg.MODEL.MIL.CONTEXT_SCALE
             ret["frame_pooler"] = RingPooler(box_pooler, outer_scale=1.0, inner_scale=1.0 / scale)
@@ -96,10 +111,13 @@ class WSODROIHeads(nn.Module):
         return ret
 
     def roi_features(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
-        """Pooled (R, D, P, P) and box-head (R, fc_dim) features of all proposals."""
+        """Pooled (R, D, P, P) and box-head (R, fc_dim) features of all proposals; in training
+        with Concrete DropBlock, the pooled features are the masked ones."""
         pooled = self.box_pooler(
             [features[f] for f in self.in_features], [p.proposal_boxes for p in proposals]
         )
+        if self.dropblock is not None:
+            pooled = self.dropblock(pooled)
         return pooled, self.box_head(pooled)
 
     def mil_outputs(
@@ -156,7 +174,8 @@ class WSODROIHeads(nn.Module):
         """
         out = self.mil_outputs(features, proposals)
         boxes = [p.proposal_boxes.tensor for p in proposals]
-        return boxes, list(out.roi_scores.split([len(p) for p in proposals])), out.image_scores
+        roi_scores = list(out.roi_scores.split([len(p) for p in proposals]))
+        return boxes, roi_scores, self.mil_head.class_image_scores(out.image_scores)
 
     def detections(self, boxes, scores, proposals: List[Instances]) -> List[Instances]:
         """boxes: per image (R, 4) or class-specific (R, 4C); scores: per image (R, C)."""

@@ -85,7 +85,17 @@ def download_sdist(dest_dir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sdist", help="local pb1-detectron2-0.6.tar.gz (default: from PyPI)")
+    parser.add_argument(
+        "--patch-only",
+        metavar="DIR",
+        help="only replace the removed aliases in the .py files under DIR (e.g. a detectron2 "
+        "checkout), in place; install nothing",
+    )
     args = parser.parse_args()
+    if args.patch_only:
+        patched = patch_removed_aliases(args.patch_only)
+        print(f"patched {len(patched)} lines: {', '.join(patched)}")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         sdist = args.sdist or download_sdist(tmp)
         with open(sdist, "rb") as f:

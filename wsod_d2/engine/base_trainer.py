@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from wsod_d2.engine.resume import LogOffsetsHook
 from wsod_d2.modeling.checkpoint import WSODCheckpointer
 from wsod_d2.solver.build import build_optimizer
+from wsod_d2.utils.env import check_environment
 
 
 def create_ddp_model(model, **kwargs):
@@ -31,6 +32,7 @@ class WeakSupervisionTrainer(DefaultTrainer):
 
     def __init__(self, cfg):
         # DefaultTrainer.__init__ with create_ddp_model and WSODCheckpointer.
+        check_environment()
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()

@@ -4,7 +4,7 @@ import functools
 import os
 import re
 import warnings
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 # The source checkout that holds configs/ and tools/ (wsod_d2 is installed editable from it).
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -61,24 +61,32 @@ def alias_uses(package_dir: str, aliases: Sequence[str]) -> List[Tuple[str, str]
     return uses
 
 
-@functools.lru_cache(maxsize=None)
-def check_environment() -> None:
-    """Raise RuntimeError, before any training, when the installed detectron2 uses a numpy or
-    Pillow name that the installed numpy / Pillow no longer have (it would crash later, e.g. VOC
-    evaluation on ``np.bool`` after the whole training run)."""
-    import detectron2
+def alias_problem(package_dir: str, aliases: Sequence[str]) -> Optional[str]:
+    """What to tell the user when the detectron2 at ``package_dir`` uses some of ``aliases``
+    (names the installed numpy / Pillow lack); None when it uses none."""
     import numpy
     import PIL
 
-    package_dir = os.path.dirname(detectron2.__file__)
-    uses = alias_uses(package_dir, missing_aliases())
-    if uses:
-        shown = ", ".join(f"{alias} ({where})" for where, alias in uses[:6])
-        raise RuntimeError(
-            f"detectron2 at {package_dir} uses names that numpy {numpy.__version__} / Pillow "
-            f"{PIL.__version__} removed: {shown}{' ...' if len(uses) > 6 else ''} "
-            f"({len(uses)} uses); it would crash mid-run. Fix: rerun `bash tools/setup_env.sh` "
-            "(reinstalls the tested versions and a patched detectron2), or run "
-            "`python tools/install_detectron2.py` with this Python to install detectron2 with "
-            "those names patched, or install numpy<1.24 and Pillow<10."
-        )
+    uses = alias_uses(package_dir, aliases)
+    if not uses:
+        return None
+    shown = ", ".join(f"{alias} ({where})" for where, alias in uses[:6])
+    return (
+        f"detectron2 at {package_dir} uses names that numpy {numpy.__version__} / Pillow "
+        f"{PIL.__version__} removed: {shown}{' ...' if len(uses) > 6 else ''} ({len(uses)} "
+        "uses); it would crash mid-run (VOC evaluation on np.bool after training). Fix: rerun "
+        "`bash tools/setup_env.sh` (it reinstalls the tested versions and a patched detectron2), "
+        "or run `python tools/install_detectron2.py` with this Python to install detectron2 with "
+        "those names patched, or install numpy<1.24 and Pillow<10."
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def check_environment() -> None:
+    """Raise RuntimeError, before any training, when the installed detectron2 uses a numpy or
+    Pillow name that the installed numpy / Pillow no longer have (:func:`alias_problem`)."""
+    import detectron2
+
+    problem = alias_problem(os.path.dirname(detectron2.__file__), missing_aliases())
+    if problem:
+        raise RuntimeError(problem)

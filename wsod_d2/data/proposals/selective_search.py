@@ -176,7 +176,10 @@ def _read_image_fully(file_name: str, image_id: Any) -> np.ndarray:
         with Image.open(file_name) as pil_image:
             pil_image.load()
     except Exception as e:
-        raise UnreadableImageError(f"cannot decode {where} completely: {e}") from e
+        raise UnreadableImageError(
+            f"cannot decode {where} completely (missing, unreadable, truncated or corrupt file): "
+            f"{e}"
+        ) from e
     image = cv2.imread(file_name, cv2.IMREAD_COLOR)
     if image is None:
         raise UnreadableImageError(f"cannot read {where}: missing, unreadable or corrupt file")
@@ -207,11 +210,11 @@ def _image_proposals(record: Tuple[Any, str, Optional[int], Optional[int]], para
 def _process_chunk(task) -> Tuple[int, int]:
     """Compute and atomically write one chunk file; returns (chunk index, number of images)."""
     index, path, records, params, skip_unreadable = task
-    ids, boxes, skipped = [], [], []
+    # "boxes" is None for an image left out; "ids" stay those of the whole chunk (its identity).
+    boxes, skipped = [], []
     for record in records:
         try:
             boxes.append(_image_proposals(record, params))
-            ids.append(record[0])
         except UnreadableImageError as e:
             if not skip_unreadable:
                 raise UnreadableImageError(
@@ -219,13 +222,13 @@ def _process_chunk(task) -> Tuple[int, int]:
                     "of the proposal file (listed in <output>.skipped.txt)"
                 ) from None
             logger.warning("Skipping %s", e)
+            boxes.append(None)
             skipped.append((record[0], record[1], str(e)))
     chunk = {
-        "ids": ids,
+        "ids": [r[0] for r in records],
         "boxes": boxes,
-        "objectness_logits": [rank_logits(len(b)) for b in boxes],
+        "objectness_logits": [None if b is None else rank_logits(len(b)) for b in boxes],
         "params": params,
-        "all_ids": [r[0] for r in records],
         "skipped": skipped,
     }
     atomic_pickle_dump(chunk, path)
@@ -248,7 +251,7 @@ def _reusable(path: str, ids: List[Any], params: Dict[str, Any]) -> bool:
     chunk = _load_chunk(path)
     if chunk is None:
         return False
-    if chunk.get("all_ids") != ids or chunk.get("params") != params:
+    if chunk.get("ids") != ids or chunk.get("params") != params or "skipped" not in chunk:
         logger.warning("Chunk %s was made for other images or parameters; recomputing it.", path)
         return False
     return True
@@ -362,9 +365,10 @@ def generate_proposals(
     for path in chunk_paths:
         with open(path, "rb") as f:
             chunk = pickle.load(f)
-        ids += chunk["ids"]
-        boxes += chunk["boxes"]
-        logits += chunk["objectness_logits"]
+        kept = [i for i, b in enumerate(chunk["boxes"]) if b is not None]
+        ids += [chunk["ids"][i] for i in kept]
+        boxes += [chunk["boxes"][i] for i in kept]
+        logits += [chunk["objectness_logits"][i] for i in kept]
         skipped += chunk["skipped"]
     if not ids:
         raise ValueError(f"no image could be read for {output_file}; see the warnings above")

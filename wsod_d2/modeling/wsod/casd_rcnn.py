@@ -20,6 +20,11 @@ class CASDRCNN(WSODRCNN):
     def forward(self, batched_inputs: List[Dict]):
         if not self.training:
             return super().forward(batched_inputs)
+        if "views" not in batched_inputs[0]:
+            raise ValueError(
+                "CASDRCNN trains on several views of each image (MultiViewWSODDatasetMapper's "
+                "'views'): set INPUT.VIEWS.NUM_SCALES >= 1"
+            )
         num_views = len(batched_inputs[0]["views"])
         flipped = [view["flipped"] for view in batched_inputs[0]["views"]]
         for x in batched_inputs:

@@ -17,7 +17,12 @@ from detectron2.utils.logger import setup_logger
 
 try:
     import wsod_d2  # noqa: F401  (importing it registers the project's datasets)
-    from wsod_d2.data.proposals.selective_search import BACKENDS, MODES, generate_proposals
+    from wsod_d2.data.proposals.selective_search import (
+        BACKENDS,
+        MODES,
+        UnreadableImageError,
+        generate_proposals,
+    )
 except ImportError as e:
     raise SystemExit(
         f"cannot import wsod_d2 ({e}); run `pip install -e .` in the repository root or put the "
@@ -49,6 +54,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of OpenCV's box ranking")
     parser.add_argument("--chunk-size", type=int, default=50, help="images per resumable chunk")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="leave out images that do not decode completely (listed in OUTPUT.skipped.txt) "
+        "instead of stopping on the first one",
+    )
     args = parser.parse_args(argv)
     registered = set(DatasetCatalog.list())
     unknown = [name for name in args.dataset if name not in registered]
@@ -76,8 +87,12 @@ def main(args: argparse.Namespace) -> str:
         seed=args.seed,
         chunk_size=args.chunk_size,
         progress=not args.no_progress,
+        skip_unreadable=args.skip_unreadable,
     )
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    try:
+        main(parse_args())
+    except UnreadableImageError as e:
+        raise SystemExit(f"error: {e}") from None

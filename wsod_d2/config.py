@@ -43,6 +43,11 @@ def add_dataset_config(cfg):
     cfg.DATASETS.LABELS_FROM_DIFFICULT = False
     # Worker processes for selective search when a dataset's proposals are generated on first use.
     cfg.DATASETS.PROPOSAL_WORKERS = 2
+    # Proposal files (as written in PROPOSAL_FILES_*) used even though their statistics look like
+    # a wrong coordinate convention (wsod_d2/data/proposals/conventions.py); loading others fails.
+    cfg.DATASETS.PROPOSAL_FILES_ACCEPTED = ()
+    # Read every image's header before training (existence, format, size vs the dataset dict).
+    cfg.DATASETS.CHECK_IMAGE_FILES = True
 
 
 def add_input_config(cfg):

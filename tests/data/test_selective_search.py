@@ -226,3 +226,29 @@ def test_generate_cli_on_registered_dataset(tmp_path):
     np.testing.assert_array_equal(
         data["boxes"][1], selective_search(image, mode="single", min_box_size=4)
     )
+
+
+def test_generate_cli_stops_on_truncated_jpeg_or_skips_it_on_request(tmp_path):
+    """A JPEG cut in half decodes (gray tail, libjpeg warning) unless every byte is checked: the
+    tool stops naming it, or with --skip-unreadable leaves it out and lists it."""
+    spec = SyntheticVOCSpec(num_trainval=1, num_test=2, num_classes=2, min_size=64, max_size=72)
+    generate_synthetic_voc(str(tmp_path / "VOC2007"), spec)
+    bad_id = split_image_ids(spec)["test"][0]
+    jpeg = tmp_path / "VOC2007" / "JPEGImages" / f"{bad_id}.jpg"
+    data = jpeg.read_bytes()
+    jpeg.write_bytes(data[: len(data) // 2])
+    assert cv2.imread(str(jpeg)) is not None  # OpenCV alone would accept it
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path))
+    tool = [sys.executable, os.path.join(REPO_ROOT, "tools", "generate_proposals.py")]
+    out = str(tmp_path / "cli.pkl")
+    argv = ["--dataset", "voc_2007_test", "--output", out, "--workers", "1", "--mode", "single"]
+    argv += ["--min-box-size", "4", "--no-progress"]
+    stopped = subprocess.run(tool + argv, env=env, capture_output=True, text=True)
+    assert stopped.returncode == 1 and not os.path.exists(out)
+    assert f"cannot decode image '{jpeg}' (image id '{bad_id}') completely" in stopped.stderr
+    assert "--skip-unreadable" in stopped.stderr
+    skipped = subprocess.run(tool + argv + ["--skip-unreadable"], env=env, capture_output=True)
+    assert skipped.returncode == 0, skipped.stderr
+    assert load_proposal_file(out)["ids"] == split_image_ids(spec)["test"][1:]
+    listed = open(out + ".skipped.txt").read().splitlines()[1:]
+    assert len(listed) == 1 and listed[0].startswith(f"{bad_id}\t{jpeg}\t")

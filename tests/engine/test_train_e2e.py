@@ -1,8 +1,10 @@
 """End to end on the tiny synthetic dataset: train, evaluate (mAP, CorLoc), resume after a kill,
 two CPU processes."""
+
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +24,9 @@ TINY_TRAIN = os.path.join(REPO_ROOT, "tests", "tiny_train.py")
 
 
 def run_tiny_train(tiny_voc, output_dir, *args, opts=()):
-    env = dict(os.environ, TINYVOC_ROOT=tiny_voc[0], PYTHONPATH=os.path.join(REPO_ROOT, "tests"))
+    # The checkout under test first (not whichever wsod_d2 the venv has installed), then tests/.
+    path = os.pathsep.join([REPO_ROOT, os.path.join(REPO_ROOT, "tests")])
+    env = dict(os.environ, TINYVOC_ROOT=tiny_voc[0], PYTHONPATH=path)
     cmd = [sys.executable, TINY_TRAIN, "--config-file", os.path.join(REPO_ROOT, TINY_CONFIG), *args]
     return subprocess.Popen(
         cmd + tiny_opts(tiny_voc, str(output_dir), *opts),
@@ -71,27 +75,53 @@ def last_checkpoint_iteration(output_dir):
         return -1
 
 
+def metrics_iterations(output_dir):
+    """The "iteration" of each metrics.json record, in file order."""
+    try:
+        with open(output_dir / "metrics.json") as f:
+            return [json.loads(line)["iteration"] for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
 def test_resume_after_kill(tiny_voc, tmp_path):
-    # A run far too long to finish, killed right after a checkpoint.
-    proc = run_tiny_train(tiny_voc, tmp_path, opts=("SOLVER.MAX_ITER", 100000))
+    """A run started with --resume in an empty OUTPUT_DIR warns and starts from scratch; killed
+    after logging iterations past its last checkpoint, then resumed, it logs each iteration once
+    in metrics.json and log.txt."""
+    # Checkpoints every 15 iterations, metrics every 20 (detectron2's writer period): the kill
+    # comes when metrics of iterations after the last checkpoint have been written.
+    period = ("SOLVER.CHECKPOINT_PERIOD", 15)
+    proc = run_tiny_train(tiny_voc, tmp_path, "--resume", opts=("SOLVER.MAX_ITER", 100000, *period))
     deadline = time.time() + 300
-    while last_checkpoint_iteration(tmp_path) < 3:
+    while not any(
+        i > last_checkpoint_iteration(tmp_path) >= 0 for i in metrics_iterations(tmp_path)
+    ):
         assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline, "no checkpoint written in time"
-        time.sleep(0.5)
+        assert time.time() < deadline, "no metrics after a checkpoint in time"
+        time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    out, _ = proc.communicate()
+    assert f"--resume, but OUTPUT_DIR {tmp_path} has no checkpoint" in out
+    assert "training starts FROM SCRATCH at iteration 0" in out
     assert not os.path.isfile(tmp_path / "model_final.pth")
     last = last_checkpoint_iteration(tmp_path)
-    assert last >= 3 and os.path.isfile(tmp_path / f"model_{last:07d}.pth")
+    logged = metrics_iterations(tmp_path)
+    assert last >= 14 and os.path.isfile(tmp_path / f"model_{last:07d}.pth") and logged[-1] > last
     no_eval = ("DATASETS.TEST", "()", "DATASETS.PROPOSAL_FILES_TEST", "()")
+    max_iter = logged[-1] + 3
     resumed = run_tiny_train(
-        tiny_voc, tmp_path, "--resume", opts=("SOLVER.MAX_ITER", last + 3, *no_eval)
+        tiny_voc, tmp_path, "--resume", opts=("SOLVER.MAX_ITER", max_iter, *period, *no_eval)
     )
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out
     assert f"Starting training from iteration {last + 1}" in out
     assert os.path.isfile(tmp_path / "model_final.pth")
+    after = metrics_iterations(tmp_path)
+    assert after == sorted(set(after)) and logged[-1] in after and after[-1] == max_iter - 1
+    log = (tmp_path / "log.txt").read_text()
+    printed = [int(i) for i in re.findall(r"\biter: (\d+) ", log)]
+    assert printed == sorted(set(printed)) and logged[-1] in printed
+    assert f"--resume from model_{last:07d}.pth (iteration {last}): what the previous run " in log
 
 
 def test_two_cpu_processes(tiny_voc, tmp_path):
@@ -100,6 +130,11 @@ def test_two_cpu_processes(tiny_voc, tmp_path):
     assert proc.returncode == 0, out
     assert "copypaste: CorLoc" in out and "AP,AP50,AP75" in out
     assert os.path.isfile(tmp_path / "model_final.pth")
+    # WSDDN's only loss has weight 1: its raw value, averaged over the two processes like the
+    # total, equals total_loss (rank 0's alone would not).
+    with open(tmp_path / "metrics.json") as f:
+        last = [r for r in map(json.loads, f) if "total_loss" in r][-1]
+    assert last["raw/loss_mil"] == pytest.approx(last["total_loss"], rel=1e-5)
 
 
 def test_nan_loss_stops_with_the_iteration(tiny_voc, tmp_path):

@@ -2,6 +2,8 @@
 CPU models (several gloo processes), the checkpointer also reads ImageNet files, and the optimizer
 is wsod_d2's one builder."""
 import logging
+import os
+import tempfile
 import weakref
 
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
@@ -9,8 +11,10 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
+from wsod_d2.engine.resume import LogOffsetsHook
 from wsod_d2.modeling.checkpoint import WSODCheckpointer
 from wsod_d2.solver.build import build_optimizer
+from wsod_d2.utils.env import check_environment
 
 
 def create_ddp_model(model, **kwargs):
@@ -28,12 +32,14 @@ class WeakSupervisionTrainer(DefaultTrainer):
 
     def __init__(self, cfg):
         # DefaultTrainer.__init__ with create_ddp_model and WSODCheckpointer.
+        check_environment()
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         self.check_model_and_config(cfg, model)
+        self.check_inputs(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         ddp_model = create_ddp_model(model, broadcast_buffers=False)
@@ -43,7 +49,9 @@ class WeakSupervisionTrainer(DefaultTrainer):
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
-        self.register_hooks(self.build_hooks())
+        # Last, after the writers: what a resume from each checkpoint trims the logs back to.
+        offsets = LogOffsetsHook(cfg.OUTPUT_DIR, cfg.SOLVER.CHECKPOINT_PERIOD)
+        self.register_hooks(self.build_hooks() + [offsets])
 
     @classmethod
     def build_step_trainer(cls, cfg, model, ddp_model, data_loader, optimizer):
@@ -57,6 +65,20 @@ class WeakSupervisionTrainer(DefaultTrainer):
     def check_model_and_config(cls, cfg, model):
         """Rules across config keys and the model that the training run needs, checked before
         the first iteration; raises ValueError naming the keys. Default: none."""
+
+    @classmethod
+    def check_inputs(cls, cfg):
+        """What the run will read or write besides the training data (which building the train
+        loader checks), checked before the first iteration. Here: OUTPUT_DIR is writable."""
+        try:
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+            with tempfile.TemporaryFile(dir=cfg.OUTPUT_DIR):
+                pass
+        except OSError as e:
+            raise ValueError(
+                f"OUTPUT_DIR {cfg.OUTPUT_DIR} is not a writable folder ({e}); set OUTPUT_DIR to "
+                "one where checkpoints and logs can be written"
+            ) from e
 
     @classmethod
     def test_with_TTA(cls, cfg, model):

@@ -1,6 +1,9 @@
 """The command line of ``tools/train_net.py`` as library functions, like detectron2's
 ``engine/defaults.py``: ``setup(args)`` -> cfg, ``build_trainer(cfg)`` -> the trainer class that
 fits the model, ``main(args)`` trains or evaluates, ``launch_from_args`` runs it in processes."""
+import logging
+import os
+
 from detectron2.engine import default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
@@ -8,9 +11,11 @@ from detectron2.utils.logger import setup_logger
 
 from wsod_d2.config import get_wsod_cfg
 from wsod_d2.engine.launch import launch
+from wsod_d2.engine.resume import trim_logs_for_resume
 from wsod_d2.engine.wsod_trainer import WSODTrainer
 from wsod_d2.engine.wsol_trainer import WSOLTrainer
 from wsod_d2.modeling.checkpoint import WSODCheckpointer
+from wsod_d2.utils.env import check_environment
 
 # Meta-architectures trained by a trainer other than WSODTrainer.
 TRAINERS = {"WSOLClassifier": WSOLTrainer}
@@ -23,8 +28,12 @@ def load_config(args):
 
 def setup(args):
     """``load_config`` plus detectron2's ``default_setup`` (output dir, logs, seed) and the
-    wsod_d2 logger."""
+    wsod_d2 logger; first, the check that detectron2 runs with the installed numpy / Pillow and,
+    for ``--resume``, the trim of what the previous run logged after its checkpoint."""
+    check_environment()
     cfg = load_config(args)
+    if args.resume and not args.eval_only and comm.is_main_process():
+        trim_logs_for_resume(cfg.OUTPUT_DIR)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="wsod_d2")
     return cfg
@@ -65,6 +74,12 @@ def main(args):
             verify_results(cfg, results)
         return results
     trainer = Trainer(cfg)
+    if args.resume and not trainer.checkpointer.has_checkpoint():
+        logging.getLogger("wsod_d2").warning(
+            f"--resume, but OUTPUT_DIR {os.path.abspath(cfg.OUTPUT_DIR)} has no checkpoint (no "
+            "last_checkpoint file): training starts FROM SCRATCH at iteration 0 (MODEL.WEIGHTS "
+            "only). If you meant to continue a run, stop and check OUTPUT_DIR."
+        )
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

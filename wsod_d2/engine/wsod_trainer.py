@@ -8,7 +8,11 @@ from detectron2.engine import hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
-from wsod_d2.data.wsod.build import build_wsod_test_loader, build_wsod_train_loader
+from wsod_d2.data.wsod.build import (
+    build_wsod_test_loader,
+    build_wsod_train_loader,
+    check_wsod_test_data,
+)
 from wsod_d2.engine.adversarial import AdversarialTrainer
 from wsod_d2.engine.base_trainer import WeakSupervisionTrainer
 from wsod_d2.evaluation.build import build_wsod_evaluator
@@ -60,6 +64,13 @@ class WSODTrainer(WeakSupervisionTrainer):
             adversary_scheduler=build_adversary_lr_scheduler(cfg, adversary_optimizer),
             adversary_weight=cfg.MODEL.CDB.LOSS_WEIGHT,
         )
+
+    @classmethod
+    def check_inputs(cls, cfg):
+        """Also the test sets with their proposal files and images, which evaluation reads only
+        after training."""
+        super().check_inputs(cfg)
+        check_wsod_test_data(cfg)
 
     def build_hooks(self):
         ret = super().build_hooks()

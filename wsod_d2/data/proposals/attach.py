@@ -6,12 +6,15 @@ image, since a wrong coordinate convention (1-based, swapped columns) shows up h
 """
 
 import logging
+import os
 from typing import Any, Dict, List
 
 import numpy as np
 from detectron2.structures import BoxMode
 
+from wsod_d2.data.proposals.conventions import check_conventions
 from wsod_d2.data.proposals.io import load_proposal_file
+from wsod_d2.data.proposals.selective_search import skipped_images_file
 
 __all__ = ["attach_proposals"]
 
@@ -85,11 +88,40 @@ def _check_image_boxes(
     return clipped
 
 
+def _missing_ids_message(proposal_file, missing, dataset_dicts, file_ids) -> str:
+    """Which images lack proposals, a sample of the file's ids, and the likely cause."""
+    shown = ", ".join(repr(i) for i in file_ids[:5]) + (" ..." if len(file_ids) > 5 else "")
+    message = (
+        f"{_describe(proposal_file, missing[0])} has no proposals in the file "
+        f"({len(missing)} of {len(dataset_dicts)} dataset images are missing; the file's "
+        f"{len(file_ids)} ids are {shown}; the dataset's are "
+        f"{', '.join(repr(r['image_id']) for r in dataset_dicts[:3])} ...). "
+    )
+    if os.path.isfile(skipped_images_file(proposal_file)):
+        message += (
+            f"{skipped_images_file(proposal_file)} lists the images that generate_proposals "
+            "left out as unreadable: fix them and regenerate, or remove them from the dataset. "
+        )
+    file_keys = {str(i) for i in file_ids}
+    as_ints = [r for r in missing if str(r["image_id"]).isdigit()]
+    if as_ints and all(str(int(r["image_id"])) in file_keys for r in as_ints):
+        return message + (
+            "The file stores the ids as integers (wetectron's convention: 5 for '000005'): "
+            f"convert it with `python tools/convert_proposals.py wetectron {proposal_file} "
+            "--image-set <ImageSets/Main/SPLIT.txt> --output <new file>` (docs/proposals.md)."
+        )
+    return message + (
+        "Was the file made for another dataset or split? Make one with "
+        "tools/generate_proposals.py or convert a published one with tools/convert_proposals.py."
+    )
+
+
 def attach_proposals(
     dataset_dicts: List[Dict[str, Any]],
     proposal_file: str,
     *,
     bounds_tolerance: float = 1.0,
+    accept_conventions: bool = False,
 ) -> List[Dict[str, Any]]:
     """
     Add the proposals of ``proposal_file`` to each dataset dict, validating them.
@@ -128,18 +160,15 @@ def attach_proposals(
 
     missing = [r for r in dataset_dicts if str(r["image_id"]) not in index_of]
     if missing:
-        raise ValueError(
-            f"{_describe(proposal_file, missing[0])} has no proposals in the file "
-            f"({len(missing)} of {len(dataset_dicts)} dataset images are missing; "
-            "was the file made for another dataset or split?)"
-        )
+        raise ValueError(_missing_ids_message(proposal_file, missing, dataset_dicts, data["ids"]))
 
-    out = []
+    out, stored = [], []
     num_boxes = 0
     for record in dataset_dicts:
         i = index_of[str(record["image_id"])]
         boxes = BoxMode.convert(data["boxes"][i], mode, BoxMode.XYXY_ABS)
         logits = data["objectness_logits"][i]
+        stored.append(boxes)
         boxes = _check_image_boxes(boxes, logits, record, proposal_file, bounds_tolerance)
         order = np.argsort(-logits, kind="stable")
         new_record = dict(record)
@@ -148,6 +177,8 @@ def attach_proposals(
         new_record["proposal_bbox_mode"] = BoxMode.XYXY_ABS
         out.append(new_record)
         num_boxes += len(boxes)
+    if not accept_conventions:
+        check_conventions(dataset_dicts, stored, proposal_file)
     logger.info(
         "Attached proposals from %s to %d images (%.1f per image).",
         proposal_file,

@@ -20,11 +20,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from wsod_d2.data.proposals.io import atomic_pickle_dump, rank_logits, save_proposal_file
 
-__all__ = ["MODES", "BACKENDS", "selective_search", "generate_proposals"]
+__all__ = ["MODES", "BACKENDS", "selective_search", "generate_proposals", "skipped_images_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -158,15 +159,37 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
+class UnreadableImageError(ValueError):
+    """An image file that is missing or does not decode completely."""
+
+
+def skipped_images_file(output_file: str) -> str:
+    """Where generate_proposals(skip_unreadable=True) lists the images it left out."""
+    return output_file + ".skipped.txt"
+
+
+def _read_image_fully(file_name: str, image_id: Any) -> np.ndarray:
+    """(H, W, 3) uint8 BGR; UnreadableImageError naming the file unless every byte decodes (a
+    truncated JPEG otherwise decodes to a gray tail with only libjpeg's warning)."""
+    where = f"image {file_name!r} (image id {image_id!r})"
+    try:
+        with Image.open(file_name) as pil_image:
+            pil_image.load()
+    except Exception as e:
+        raise UnreadableImageError(
+            f"cannot decode {where} completely (missing, unreadable, truncated or corrupt file): "
+            f"{e}"
+        ) from e
+    image = cv2.imread(file_name, cv2.IMREAD_COLOR)
+    if image is None:
+        raise UnreadableImageError(f"cannot read {where}: missing, unreadable or corrupt file")
+    return image
+
+
 def _image_proposals(record: Tuple[Any, str, Optional[int], Optional[int]], params: Dict):
     """(N, 4) float32 boxes of one (image_id, file_name, height, width) record."""
     image_id, file_name, height, width = record
-    image = cv2.imread(file_name, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(
-            f"cannot read image {file_name!r} (image id {image_id!r}): missing, unreadable or "
-            "corrupt file"
-        )
+    image = _read_image_fully(file_name, image_id)
     if height is not None and width is not None and image.shape[:2] != (height, width):
         raise ValueError(
             f"image {file_name!r} (image id {image_id!r}) is {image.shape[1]}x{image.shape[0]} "
@@ -186,13 +209,27 @@ def _image_proposals(record: Tuple[Any, str, Optional[int], Optional[int]], para
 
 def _process_chunk(task) -> Tuple[int, int]:
     """Compute and atomically write one chunk file; returns (chunk index, number of images)."""
-    index, path, records, params = task
-    boxes = [_image_proposals(record, params) for record in records]
+    index, path, records, params, skip_unreadable = task
+    # "boxes" is None for an image left out; "ids" stay those of the whole chunk (its identity).
+    boxes, skipped = [], []
+    for record in records:
+        try:
+            boxes.append(_image_proposals(record, params))
+        except UnreadableImageError as e:
+            if not skip_unreadable:
+                raise UnreadableImageError(
+                    f"{e}; fix or remove the image, or pass --skip-unreadable to leave it out "
+                    "of the proposal file (listed in <output>.skipped.txt)"
+                ) from None
+            logger.warning("Skipping %s", e)
+            boxes.append(None)
+            skipped.append((record[0], record[1], str(e)))
     chunk = {
         "ids": [r[0] for r in records],
         "boxes": boxes,
-        "objectness_logits": [rank_logits(len(b)) for b in boxes],
+        "objectness_logits": [None if b is None else rank_logits(len(b)) for b in boxes],
         "params": params,
+        "skipped": skipped,
     }
     atomic_pickle_dump(chunk, path)
     return index, len(records)
@@ -214,10 +251,25 @@ def _reusable(path: str, ids: List[Any], params: Dict[str, Any]) -> bool:
     chunk = _load_chunk(path)
     if chunk is None:
         return False
-    if chunk.get("ids") != ids or chunk.get("params") != params:
+    if chunk.get("ids") != ids or chunk.get("params") != params or "skipped" not in chunk:
         logger.warning("Chunk %s was made for other images or parameters; recomputing it.", path)
         return False
     return True
+
+
+def _record_skipped(output_file: str, skipped: List[Tuple[Any, str, str]]) -> None:
+    """Write (or remove a stale) list of the images left out of ``output_file``."""
+    path = skipped_images_file(output_file)
+    if not skipped:
+        if os.path.exists(path):
+            os.remove(path)
+        return
+    with open(path, "w") as f:
+        f.write("# image_id\tfile_name\treason: left out by generate_proposals(skip_unreadable)\n")
+        f.writelines(f"{i}\t{name}\t{reason}\n" for i, name, reason in skipped)
+    logger.warning(
+        "Left %d unreadable image(s) out of %s; listed in %s.", len(skipped), output_file, path
+    )
 
 
 def generate_proposals(
@@ -233,6 +285,7 @@ def generate_proposals(
     seed: int = 0,
     chunk_size: int = 50,
     progress: bool = True,
+    skip_unreadable: bool = False,
 ) -> str:
     """
     Selective search over a dataset, written as a detectron2 proposal file.
@@ -250,6 +303,8 @@ def generate_proposals(
         workers: number of processes.
         chunk_size: images per chunk file (the unit of resumption).
         progress: show a tqdm bar.
+        skip_unreadable: leave out images that do not decode completely (listed with the reason
+            in ``skipped_images_file(output_file)``) instead of stopping on the first one.
         mode, max_side, min_box_size, max_proposals, backend, seed: see ``selective_search``.
 
     Returns:
@@ -287,7 +342,7 @@ def generate_proposals(
         if _reusable(path, [r[0] for r in chunk_records], params):
             reused += len(chunk_records)
         else:
-            tasks.append((index, path, chunk_records, params))
+            tasks.append((index, path, chunk_records, params, skip_unreadable))
     if reused:
         logger.info(
             "Resuming: %d of %d images already done in %s.", reused, len(records), parts_dir
@@ -306,14 +361,19 @@ def generate_proposals(
                 for _, num_images in pool.imap_unordered(_process_chunk, tasks):
                     bar.update(num_images)
 
-    ids, boxes, logits = [], [], []
+    ids, boxes, logits, skipped = [], [], [], []
     for path in chunk_paths:
         with open(path, "rb") as f:
             chunk = pickle.load(f)
-        ids += chunk["ids"]
-        boxes += chunk["boxes"]
-        logits += chunk["objectness_logits"]
+        kept = [i for i, b in enumerate(chunk["boxes"]) if b is not None]
+        ids += [chunk["ids"][i] for i in kept]
+        boxes += [chunk["boxes"][i] for i in kept]
+        logits += [chunk["objectness_logits"][i] for i in kept]
+        skipped += chunk["skipped"]
+    if not ids:
+        raise ValueError(f"no image could be read for {output_file}; see the warnings above")
     save_proposal_file(output_file, ids, boxes, logits)
+    _record_skipped(output_file, skipped)
     shutil.rmtree(parts_dir)
     num_boxes = sum(len(b) for b in boxes)
     logger.info(

@@ -1,7 +1,7 @@
 """Dataset dicts and data loaders for WSOD: proposals attached, image-level labels derived."""
 import logging
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 from detectron2.data import (
     DatasetCatalog,
@@ -13,6 +13,7 @@ from detectron2.data import (
 from wsod_d2.data.common import with_image_labels
 from wsod_d2.data.proposals.attach import attach_proposals
 from wsod_d2.data.proposals.selective_search import generate_proposals
+from wsod_d2.data.wsod.checks import check_image_files, check_num_classes
 from wsod_d2.data.wsod.mapper import WSODDatasetMapper
 from wsod_d2.data.wsod.multiview_mapper import MultiViewWSODDatasetMapper
 from wsod_d2.utils.locks import exclusive_lock
@@ -57,26 +58,50 @@ def get_wsod_dataset_dicts(
     labels_from_difficult: bool,
     bounds_tolerance: float,
     proposal_workers: int,
+    accepted_files: Sequence[str] = (),
+    num_classes: Optional[int] = None,
+    check_images: bool = False,
 ):
     """Dicts of the named datasets with proposals and "image_labels" (class ids); see
-    :func:`with_image_labels` for what training dicts keep."""
+    :func:`with_image_labels` for what training dicts keep.
+
+    accepted_files: proposal files whose convention statistics are not checked
+    (DATASETS.PROPOSAL_FILES_ACCEPTED). num_classes: when given, the datasets' class counts
+    must equal it. check_images: read every image's header first."""
+    key = f"DATASETS.PROPOSAL_FILES_{'TRAIN' if is_train else 'TEST'}"
     if len(names) != len(proposal_files):
         raise ValueError(
             f"{len(names)} datasets {list(names)} but {len(proposal_files)} proposal files "
-            f"{list(proposal_files)}: DATASETS.PROPOSAL_FILES_{'TRAIN' if is_train else 'TEST'} "
-            "needs one file per dataset"
+            f"{list(proposal_files)}: {key} needs one file per dataset, in the order of "
+            f"DATASETS.{'TRAIN' if is_train else 'TEST'}"
         )
+    accepted = {resolve_dataset_path(f) for f in accepted_files}
     out = []
     for name, proposal_file in zip(names, proposal_files):
         dicts = DatasetCatalog.get(name)
         proposal_file = resolve_dataset_path(proposal_file)
         ensure_proposals(name, dicts, proposal_file, proposal_workers)
-        dicts = attach_proposals(dicts, proposal_file, bounds_tolerance=bounds_tolerance)
+        dicts = attach_proposals(
+            dicts,
+            proposal_file,
+            bounds_tolerance=bounds_tolerance,
+            accept_conventions=proposal_file in accepted,
+        )
         dicts = with_image_labels(
             name, dicts, is_train=is_train, labels_from_difficult=labels_from_difficult
         )
+        if num_classes is not None:
+            check_num_classes(name, dicts, num_classes)
+        if check_images:
+            check_image_files(name, dicts)
         logger.info(f"{name}: {len(dicts)} images with proposals from {proposal_file}")
         out.extend(dicts)
+    if is_train and names and not out:
+        raise ValueError(
+            f"no training image of {list(names)} has an image-level label (none has an "
+            "annotation, or all are 'difficult' while DATASETS.LABELS_FROM_DIFFICULT is False): "
+            "check the dataset's annotations"
+        )
     return out
 
 
@@ -89,6 +114,9 @@ def dataset_dicts_from_config(cfg, names, proposal_files, is_train: bool):
         labels_from_difficult=cfg.DATASETS.LABELS_FROM_DIFFICULT,
         bounds_tolerance=cfg.DATASETS.PROPOSAL_BOUNDS_TOLERANCE,
         proposal_workers=cfg.DATASETS.PROPOSAL_WORKERS,
+        accepted_files=cfg.DATASETS.PROPOSAL_FILES_ACCEPTED,
+        num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+        check_images=cfg.DATASETS.CHECK_IMAGE_FILES,
     )
 
 
@@ -102,9 +130,20 @@ def build_wsod_train_loader(cfg, mapper=None):
     return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
 
 
+def check_wsod_test_data(cfg):
+    """Load every DATASETS.TEST set with its proposals, as evaluation will, so that a missing or
+    wrong test proposal file or image stops the run before training, not after it."""
+    dataset_dicts_from_config(cfg, cfg.DATASETS.TEST, cfg.DATASETS.PROPOSAL_FILES_TEST, False)
+
+
 def build_wsod_test_loader(cfg, dataset_name: str, mapper=None):
-    index = list(cfg.DATASETS.TEST).index(dataset_name)
-    proposal_file = cfg.DATASETS.PROPOSAL_FILES_TEST[index]
+    names, files = list(cfg.DATASETS.TEST), list(cfg.DATASETS.PROPOSAL_FILES_TEST)
+    if len(names) != len(files):
+        raise ValueError(
+            f"DATASETS.TEST has {len(names)} datasets {names} but DATASETS.PROPOSAL_FILES_TEST "
+            f"{len(files)} files {files}: give one proposal file per test dataset, in order"
+        )
+    proposal_file = files[names.index(dataset_name)]
     dicts = dataset_dicts_from_config(cfg, [dataset_name], [proposal_file], False)
     mapper = mapper or WSODDatasetMapper(cfg, False)
     return build_detection_test_loader(dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS)

@@ -41,6 +41,10 @@ def add_dataset_config(cfg):
     cfg.DATASETS.LABELS_FROM_DIFFICULT = False
     # Worker processes for selective search when a dataset's proposals are generated on first use.
     cfg.DATASETS.PROPOSAL_WORKERS = 2
+    # COCO-format instances files, one per DATASETS.TRAIN name, registered under that name for
+    # a box-supervised detector (GeneralizedRCNN), e.g. tools/export_pseudo_gt.py's pseudo
+    # ground truth; $DETECTRON2_DATASETS is expanded. Empty: the names are registered datasets.
+    cfg.DATASETS.PSEUDO_GT_FILES_TRAIN = ()
 
 
 def add_input_config(cfg):

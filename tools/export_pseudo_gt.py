@@ -6,7 +6,8 @@
 
 Per image, per image-level class: its top-scoring box ("top1", the OICR / PCL "+FRCNN"
 protocol), or every box scoring >= S after class-wise NMS at IoU T ("threshold"; a class with
-none keeps its top box). ``--tta`` runs TEST.AUG's scales and flips. Train a detector on the
+none keeps its top box). The model keeps all its detections for this (no score floor, no
+per-image top-k; ``wsod_d2.engine.pseudo_gt.EXPORT_OPTS``). ``--tta`` runs TEST.AUG's scales and flips. Train a detector on the
 file with DATASETS.PSEUDO_GT_FILES_TRAIN (configs/*/retrain/). The logic is
 ``wsod_d2.engine.pseudo_gt.export_pseudo_gt``.
 """
@@ -15,9 +16,8 @@ import argparse
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.logger import setup_logger
 
-from wsod_d2.config import get_wsod_cfg
 from wsod_d2.engine.defaults import build_trained_model
-from wsod_d2.engine.pseudo_gt import export_pseudo_gt
+from wsod_d2.engine.pseudo_gt import export_pseudo_gt, pseudo_gt_config
 from wsod_d2.evaluation.pseudo_gt import RULES
 
 
@@ -34,7 +34,7 @@ def main():
     args = parser.parse_args()
     setup_logger(name="wsod_d2")
     setup_logger(name="detectron2")
-    cfg = get_wsod_cfg(args.config_file, args.opts)
+    cfg = pseudo_gt_config(args.config_file, args.opts)
     model = build_trained_model(cfg, args.weights)
     weights = args.weights or DetectionCheckpointer(model, cfg.OUTPUT_DIR).get_checkpoint_file()
     info = {"config": args.config_file, "weights": weights, "opts": args.opts}

@@ -14,6 +14,7 @@ from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.evaluation import inference_on_dataset
 from detectron2.utils import comm
 
+from wsod_d2.config import get_wsod_cfg
 from wsod_d2.data.wsod.build import dataset_dicts_from_config
 from wsod_d2.data.wsod.mapper import WSODDatasetMapper
 from wsod_d2.evaluation.pseudo_gt import PseudoGTCollector, pseudo_gt_category_ids
@@ -21,6 +22,16 @@ from wsod_d2.modeling.wsod.tta import WSODRCNNWithTTA, original_size_mapper
 from wsod_d2.utils.strict_json import dump_strict
 
 logger = logging.getLogger(__name__)
+
+# The weak detector keeps every detection when it exports (no score floor, no top-k per image):
+# the top box of a labelled class must not be cut by other classes' boxes. Command-line KEY
+# VALUE overrides still apply after these.
+EXPORT_OPTS = ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0, "TEST.DETECTIONS_PER_IMAGE", -1)
+
+
+def pseudo_gt_config(config_file: str, opts=()):
+    """The WSOD model's config for the export: ``config_file``, EXPORT_OPTS, then ``opts``."""
+    return get_wsod_cfg(config_file, [str(x) for x in EXPORT_OPTS] + list(opts))
 
 
 def export_pseudo_gt(

@@ -7,9 +7,9 @@
 Per image, per image-level class: its top-scoring box ("top1", the OICR / PCL "+FRCNN"
 protocol), or every box scoring >= S after class-wise NMS at IoU T ("threshold"; a class with
 none keeps its top box). The model keeps all its detections for this (no score floor, no
-per-image top-k; ``wsod_d2.engine.pseudo_gt.EXPORT_OPTS``). ``--tta`` runs TEST.AUG's scales and flips. Train a detector on the
-file with DATASETS.PSEUDO_GT_FILES_TRAIN (configs/*/retrain/). The logic is
-``wsod_d2.engine.pseudo_gt.export_pseudo_gt``.
+per-image top-k; ``wsod_d2.engine.pseudo_gt.EXPORT_OPTS``). ``--tta`` runs TEST.AUG's scales
+and flips. Train a detector on the file with DATASETS.PSEUDO_GT_FILES_TRAIN
+(configs/*/retrain/). The logic is ``wsod_d2.engine.pseudo_gt.export_pseudo_gt``.
 """
 import argparse
 

@@ -8,6 +8,8 @@ import pytest
 import torch
 from detectron2.engine import default_argument_parser
 
+from wsod_d2.config import get_wsod_cfg
+from wsod_d2.data import build_wsod_test_loader
 from wsod_d2.engine import SupervisedTrainer, WSODTrainer
 from wsod_d2.engine.defaults import build_trained_model, main
 from wsod_d2.engine.pseudo_gt import export_pseudo_gt
@@ -18,25 +20,19 @@ RETRAIN_CONFIG = os.path.join(REPO_ROOT, "configs", "Synthetic", "retrain", "fas
 ALL_EVALUATORS = ("TEST.EVALUATORS", '("voc", "coco", "corloc")')
 
 
+def refuse(literal):
+    raise ValueError(f"non-strict JSON literal {literal}")
+
+
 def strict_load(path):
     """json.load that fails on NaN / Infinity literals."""
-
-    def refuse(literal):
-        raise ValueError(f"{path}: non-strict JSON literal {literal}")
-
     with open(path) as f:
         return json.load(f, parse_constant=refuse)
 
 
 def strict_lines(path):
-    return [strict_load_line(line, path) for line in open(path)]
-
-
-def strict_load_line(line, path):
-    def refuse(literal):
-        raise ValueError(f"{path}: non-strict JSON literal {literal}")
-
-    return json.loads(line, parse_constant=refuse)
+    """The records of a JSON-lines file (metrics.json), strictly parsed."""
+    return [json.loads(line, parse_constant=refuse) for line in open(path)]
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +72,6 @@ def test_eval_only_keeps_predictions_and_strict_results(tiny_voc, wsod_run):
         detections = strict_load(folder / COCO_RESULTS_FILE)
         assert len(detections) == sum(len(p["instances"]) for p in predictions) > 0
         # The saved detections are the model's: first image, run again.
-        from wsod_d2.data import build_wsod_test_loader
-
         first = next(iter(build_wsod_test_loader(cfg, name)))
         with torch.no_grad():
             inst = model(first)[0]["instances"]
@@ -95,6 +89,15 @@ def test_pseudo_gt_then_faster_rcnn(tiny_voc, wsod_run, tmp_path):
     pseudo = tmp_path / "pseudo.json"
     coco = export_pseudo_gt(cfg, model, str(pseudo), rule="top1")
     assert coco["annotations"] and coco["info"]["rule"] == "top1"
+    # With test-time augmentation and the threshold rule: every label still has a box.
+    tta_cfg = cfg.clone()
+    tta_cfg.TEST.AUG.MIN_SIZES, tta_cfg.TEST.AUG.MAX_SIZE = (96, 128), 256
+    tta = export_pseudo_gt(
+        tta_cfg, model, str(tmp_path / "tta.json"), rule="threshold", score_thresh=0.3, tta=True
+    )
+    assert tta["info"]["tta"] and tta["info"]["test_sizes"] == [96, 128]
+    assert tta["info"]["labelled_classes_without_box"] == 0
+    assert len(tta["annotations"]) >= tta["info"]["labelled_classes"]
     _, names, _ = tiny_voc
     retrain_opts = [
         str(x)
@@ -114,8 +117,6 @@ def test_pseudo_gt_then_faster_rcnn(tiny_voc, wsod_run, tmp_path):
             "OUTPUT_DIR", tmp_path / "frcnn",
         )
     ]  # fmt: skip
-    from wsod_d2.config import get_wsod_cfg
-
     frcnn_cfg = get_wsod_cfg(RETRAIN_CONFIG, retrain_opts)
     os.makedirs(frcnn_cfg.OUTPUT_DIR)
     trainer = SupervisedTrainer(frcnn_cfg)

@@ -93,7 +93,8 @@ def test_exporter_writes_coco_that_detectron2_loads(tiny_voc, tmp_path):
         assert d["file_name"] == original["file_name"]
         assert (d["height"], d["width"]) == (original["height"], original["width"])
         labels = image_labels_from_annotations(original["annotations"], False)
-        # One box per labelled class (difficult-only classes are no label, as in training) (none for absent classes), STRONG in original pixels.
+        # One box per labelled class (difficult-only classes are no label, as in training), none
+        # for absent classes, STRONG in original pixels.
         assert [a["category_id"] for a in d["annotations"]] == labels
         w, h = original["width"], original["height"]
         expected = BoxMode.convert(

@@ -9,8 +9,9 @@ VALUE ...]`` (or another script with train_net's command line) in its own proces
 run's own metrics.json: the last record holding evaluation results, i.e. the final evaluation.
 The table has, per config and test set, the metrics that any run reported: VOC mAP50, CorLoc
 and COCO AP / AP50 (detectors); MaxBoxAccV2, Top-1 Loc, GT-known Loc and the size-bin accuracies
-(WSOL evaluator); mAP (multi-label evaluator); an undefined metric (null) shows as "-"; then the wall time and the hardware it ran on. ``--jobs J`` runs J
-configs at once, each with cores / J threads. Presets: "wsod", the synthetic detector benchmark
+(WSOL evaluator); mAP (multi-label evaluator); an undefined metric (null) shows as "-"; then
+the wall time and the hardware it ran on. ``--jobs J`` runs J configs at once, each with
+cores / J threads. Presets: "wsod", the synthetic detector benchmark
 (WSDDN, OICR, OICR+Reg, PCL, PCL+Reg, MIST+Reg); "casd", the synthetic CASD ablation (one row
 per configs/Synthetic/casd/ file); "wsol" (default), CAM, ADL, TS-CAM, SCM and
 CAM + CropCAM on the synthetic WSOL data, CSRA vs. plain GAP on synthetic VOC.

@@ -105,7 +105,8 @@ class PredictionsWriter(DatasetEvaluator):
         path = os.path.join(self._output_dir, COCO_RESULTS_FILE)
         with open(path, "w") as f:
             f.write(dumps_strict(coco_results))
-        self._logger.info(f"Saved {len(coco_results)} detections ({len(predictions)} images) in {path}")
+        n = len(predictions)
+        self._logger.info(f"Saved {len(coco_results)} detections ({n} images) in {path}")
         return {}
 
 

@@ -2,7 +2,6 @@
 """Score the trivial baselines (a random proposal per present class; the whole image) with the
 evaluators of a config's test sets: ``tools/baselines.py --config-file CONFIG [KEY VALUE ...]``."""
 import argparse
-import json
 
 from detectron2.utils.logger import setup_logger
 
@@ -10,6 +9,7 @@ from wsod_d2.config import get_wsod_cfg
 from wsod_d2.data.wsod.build import dataset_dicts_from_config
 from wsod_d2.evaluation.baselines import BASELINES, evaluate_baseline
 from wsod_d2.evaluation.build import build_wsod_evaluator
+from wsod_d2.utils.strict_json import dump_strict
 
 
 def main():
@@ -34,8 +34,7 @@ def main():
         ap50 = res.get("bbox", {}).get("AP50", float("nan"))
         print(f"| {kind} | {name} | {ap50:.2f} | {res['corloc']['CorLoc']:.2f} |")
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(results, f, indent=1)
+        dump_strict(results, args.output, indent=1)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,10 @@ def add_dataset_config(cfg):
     cfg.DATASETS.PROPOSAL_FILES_ACCEPTED = ()
     # Read every image's header before training (existence, format, size vs the dataset dict).
     cfg.DATASETS.CHECK_IMAGE_FILES = True
+    # COCO-format instances files, one per DATASETS.TRAIN name, registered under that name for
+    # a box-supervised detector (GeneralizedRCNN), e.g. tools/export_pseudo_gt.py's pseudo
+    # ground truth; $DETECTRON2_DATASETS is expanded. Empty: the names are registered datasets.
+    cfg.DATASETS.PSEUDO_GT_FILES_TRAIN = ()
 
 
 def add_input_config(cfg):

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from wsod_d2.config import get_wsod_cfg
-from wsod_d2.engine import WSODTrainer, WSOLTrainer
+from wsod_d2.engine import SupervisedTrainer, WSODTrainer, WSOLTrainer
 from wsod_d2.engine.defaults import build_trainer
 from wsod_d2.testing import REPO_ROOT, TINY_CONFIG
 
@@ -22,6 +22,8 @@ def test_trainer_follows_the_meta_architecture():
     assert build_trainer(cfg_of(TINY_CONFIG)) is WSODTrainer
     wsol = cfg_of("configs/Synthetic/wsol/cam_vgg_tiny.yaml")
     assert build_trainer(wsol) is WSOLTrainer
+    retrain = cfg_of("configs/Synthetic/retrain/faster_rcnn_tiny.yaml")
+    assert build_trainer(retrain) is SupervisedTrainer
 
 
 @pytest.mark.parametrize(

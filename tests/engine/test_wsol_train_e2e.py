@@ -137,6 +137,20 @@ def test_final_metrics_of_a_run(tmp_path):
         "a_test": {"wsol/MaxBoxAccV2": 40.0, "wsol/size(0,0.1]": 12.5},
         "b_test": {"cls/mAP": 70.0},
     }
+    # A detector evaluated by VOC, COCO and CorLoc at once; an undefined metric is null.
+    detector = {"iteration": 9, "t/bbox/AP50": 30.0, "t/coco_bbox/AP50": 31.0}
+    detector.update({"t/coco_bbox/APl": None, "t/corloc/CorLoc": 50.0})
+    path.write_text(json.dumps(detector) + "\n")
+    metrics = table.final_metrics(str(path))["t"]
+    assert math.isnan(metrics.pop("coco_bbox/APl"))
+    assert metrics == {"bbox/AP50": 30.0, "coco_bbox/AP50": 31.0, "corloc/CorLoc": 50.0}
+    metrics["coco_bbox/AP"] = float("nan")
+    row = {"config": "d", "test set": "t", "wall": 1.0, "metrics": metrics}
+    assert table.markdown_table([row], "cpu").splitlines()[:3] == [
+        "| config | test set | mAP50 | CorLoc | COCO AP | COCO AP50 | wall time (s) |",
+        "|---|---|---|---|---|---|---|",
+        "| d | t | 30.00 | 50.00 | - | 31.00 | 1 |",
+    ]
     text = table.markdown_table(
         [
             {

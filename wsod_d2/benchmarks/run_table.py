@@ -7,12 +7,13 @@ Each config runs as ``tools/train_net.py --config-file C OUTPUT_DIR <work-dir>/<
 VALUE ...]`` (or another script with train_net's command line) in its own process (log in
 <work-dir>/<name>/run.log), timed from start to exit. Its metrics are read back from that
 run's own metrics.json: the last record holding evaluation results, i.e. the final evaluation.
-The table has, per config and test set, the metrics that any run reported: VOC mAP50 and CorLoc
-(detectors); MaxBoxAccV2, Top-1 Loc, GT-known Loc and the size-bin accuracies (WSOL evaluator);
-mAP (multi-label evaluator); then the wall time and the hardware it ran on. ``--jobs J`` runs J
-configs at once, each with cores / J threads. Presets: "wsod", the synthetic detector benchmark
-(WSDDN, OICR, OICR+Reg, OICR+FRCNN branch, PCL, PCL+Reg, PCL+FRCNN branch, MIST+Reg,
-MIST+Reg+CDB); "casd", the synthetic CASD ablation (one row
+The table has, per config and test set, the metrics that any run reported: VOC mAP50, CorLoc
+and COCO AP / AP50 (detectors); MaxBoxAccV2, Top-1 Loc, GT-known Loc and the size-bin accuracies
+(WSOL evaluator); mAP (multi-label evaluator); an undefined metric (null) shows as "-"; then
+the wall time and the hardware it ran on. ``--jobs J`` runs J configs at once, each with
+cores / J threads. Presets: "wsod", the synthetic detector benchmark (WSDDN, OICR, OICR+Reg,
+OICR+FRCNN branch, PCL, PCL+Reg, PCL+FRCNN branch, MIST+Reg, MIST+Reg+CDB); "casd", the
+synthetic CASD ablation (one row
 per configs/Synthetic/casd/ file); "wsol" (default), CAM, ADL, TS-CAM, SCM and
 CAM + CropCAM on the synthetic WSOL data, CSRA vs. plain GAP on synthetic VOC.
 """
@@ -30,6 +31,7 @@ from typing import Dict, List
 import torch
 
 from wsod_d2.utils.env import REPO_ROOT
+from wsod_d2.utils.strict_json import metric_value
 
 PRESETS = {
     "wsod": [
@@ -79,14 +81,16 @@ PRESETS = {
 FIXED_COLUMNS = [
     ("bbox/AP50", "mAP50"),
     ("corloc/CorLoc", "CorLoc"),
+    ("coco_bbox/AP", "COCO AP"),
+    ("coco_bbox/AP50", "COCO AP50"),
     ("wsol/MaxBoxAccV2", "MaxBoxAccV2"),
     ("wsol/Top-1 Loc", "Top-1 Loc"),
     ("wsol/GT-known Loc", "GT-known Loc"),
 ]
 SIZE_PREFIX = "wsol/size("
 MAP_KEY = "cls/mAP"
-# Tasks of the VOC / COCO, CorLoc, WSOL, PxAP and multi-label evaluators.
-EVAL_TASKS = ("bbox", "corloc", "wsol", "pxap", "cls")
+# Tasks of the VOC, COCO, CorLoc, WSOL, PxAP and multi-label evaluators.
+EVAL_TASKS = ("bbox", "coco_bbox", "corloc", "wsol", "pxap", "cls")
 
 
 def hardware(threads: int, jobs: int) -> str:
@@ -123,7 +127,7 @@ def final_metrics(metrics_file: str) -> Dict[str, Dict[str, float]]:
     for key, value in last.items():
         split = _split_eval_key(key)
         if split:
-            by_set.setdefault(split[0], {})[split[1]] = float(value)
+            by_set.setdefault(split[0], {})[split[1]] = metric_value(value)
     return by_set
 
 

@@ -1,6 +1,6 @@
 """What the WSOD and WSOL trainers share: detectron2's DefaultTrainer, except that DDP also wraps
 CPU models (several gloo processes), the checkpointer also reads ImageNet files, and the optimizer
-is wsod_d2's one builder."""
+is wsod_d2's one builder, and metrics.json is strict JSON (an undefined metric is null, not NaN)."""
 import logging
 import os
 import tempfile
@@ -8,6 +8,7 @@ import weakref
 
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
@@ -15,6 +16,7 @@ from wsod_d2.engine.resume import LogOffsetsHook
 from wsod_d2.modeling.checkpoint import WSODCheckpointer
 from wsod_d2.solver.build import build_optimizer
 from wsod_d2.utils.env import check_environment
+from wsod_d2.utils.strict_json import StrictJSONWriter
 
 
 def create_ddp_model(model, **kwargs):
@@ -65,6 +67,14 @@ class WeakSupervisionTrainer(DefaultTrainer):
     def check_model_and_config(cls, cfg, model):
         """Rules across config keys and the model that the training run needs, checked before
         the first iteration; raises ValueError naming the keys. Default: none."""
+
+    def build_writers(self):
+        """detectron2's default writers, with metrics.json in strict JSON."""
+        return [
+            CommonMetricPrinter(self.max_iter),
+            StrictJSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
+            TensorboardXWriter(self.cfg.OUTPUT_DIR),
+        ]
 
     @classmethod
     def check_inputs(cls, cfg):

@@ -12,13 +12,15 @@ from detectron2.utils.logger import setup_logger
 from wsod_d2.config import get_wsod_cfg
 from wsod_d2.engine.launch import launch
 from wsod_d2.engine.resume import trim_logs_for_resume
+from wsod_d2.engine.supervised_trainer import SupervisedTrainer
 from wsod_d2.engine.wsod_trainer import WSODTrainer
 from wsod_d2.engine.wsol_trainer import WSOLTrainer
 from wsod_d2.modeling.checkpoint import WSODCheckpointer
 from wsod_d2.utils.env import check_environment
 
-# Meta-architectures trained by a trainer other than WSODTrainer.
-TRAINERS = {"WSOLClassifier": WSOLTrainer}
+# Meta-architectures trained by a trainer other than WSODTrainer (GeneralizedRCNN: detectron2's
+# Faster R-CNN re-trained on pseudo ground truth).
+TRAINERS = {"WSOLClassifier": WSOLTrainer, "GeneralizedRCNN": SupervisedTrainer}
 
 
 def load_config(args):

@@ -28,7 +28,7 @@ def test_every_added_key_is_read():
         p
         for pattern in ("wsod_d2/**/*.py", "tools/*.py")
         for p in glob.glob(os.path.join(REPO_ROOT, pattern), recursive=True)
-        if not p.endswith("config.py")
+        if os.sep + os.path.join("wsod_d2", "config") + os.sep not in p
     ]
     code = "\n".join(open(p).read() for p in sources)
     leaves = [k.rsplit(".", 1)[1] for k in added]

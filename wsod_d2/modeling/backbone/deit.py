@@ -11,7 +11,6 @@ from typing import Dict, Optional, Tuple
 
 import timm
 import torch
-from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
@@ -116,14 +115,6 @@ class ViTWSOL(ImageNetBackbone):
         prefix, g = vit.num_prefix_tokens, self.grid_size
         patches = x[:, prefix:].transpose(1, 2).reshape(x.shape[0], -1, g, g)
         return {PATCH_TOKENS: patches, CLS_ATTENTION: attention[:, prefix:].reshape(-1, g, g)}
-
-    def output_shape(self):
-        return {
-            name: ShapeSpec(
-                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
-            )
-            for name in self._out_features
-        }
 
     def imagenet_state_dict(
         self, state: Dict[str, torch.Tensor]

@@ -10,7 +10,6 @@ from typing import Dict, Optional
 
 import torch
 import torchvision
-from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from torch import nn
 
@@ -64,14 +63,6 @@ class ResNetWSOL(ImageNetBackbone):
         for name in _MODULES:
             x = getattr(self, name)(x)
         return {"res5": x}
-
-    def output_shape(self):
-        return {
-            name: ShapeSpec(
-                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
-            )
-            for name in self._out_features
-        }
 
     def imagenet_state_dict(
         self, state: Dict[str, torch.Tensor]

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
-from detectron2.layers import ShapeSpec, get_norm
+from detectron2.layers import get_norm
 from detectron2.modeling import BACKBONE_REGISTRY
 
 from wsod_d2.modeling.backbone.imagenet import IMAGENET_CLASSIFIER, ImageNetBackbone
@@ -122,14 +122,6 @@ class VGG(ImageNetBackbone):
             if index in self._taps:
                 outputs[self._taps[index]] = x
         return outputs
-
-    def output_shape(self):
-        return {
-            name: ShapeSpec(
-                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
-            )
-            for name in self._out_features
-        }
 
     def imagenet_state_dict(
         self, state: Dict[str, torch.Tensor]

@@ -72,28 +72,41 @@ def _kmeans_top_cluster(
     return valid & (assignment == top)
 
 
+def _candidate_graph(boxes: torch.Tensor, graph_iou: float) -> torch.Tensor:
+    """(M, M) bool: candidates linked when their IoU exceeds ``graph_iou``."""
+    eye = torch.eye(boxes.shape[0], dtype=torch.bool, device=boxes.device)
+    # The explicit self loop keeps a zero-area box (IoU 0 with itself) in its own neighbourhood.
+    return (box_iou(boxes, boxes) > graph_iou) | eye
+
+
+def _pick_centre(adjacency: torch.Tensor, remaining: torch.Tensor, scores: torch.Tensor):
+    """One greedy step: the remaining node of highest degree among the remaining ones (ties to
+    the higher score, then the first), the best score in its neighbourhood, and the neighbourhood
+    (M,) bool, which leaves the remaining set."""
+    degree = (adjacency & remaining[None, :]).sum(dim=1).masked_fill(~remaining, -1)
+    top_degree = remaining & (degree == degree.max())
+    top_scores = scores.masked_fill(~top_degree, float("-inf"))
+    pick = _first_true(top_degree & (top_scores == top_scores.max()))
+    neighbours = adjacency[pick] & remaining
+    return pick, scores.masked_fill(~neighbours, float("-inf")).max(), neighbours
+
+
 def _graph_centres(
     boxes: torch.Tensor, scores: torch.Tensor, graph_iou: float, max_clusters: int
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Greedy highest-degree centres of the IoU graph of the candidates.
+    """Greedy highest-degree centres of the IoU graph of the candidates, the first
+    ``max_clusters`` picks.
 
     boxes: (M, 4), scores: (M,) -> (N,) candidate indices of the centres and (N,) their scores,
     N <= max_clusters.
     """
-    num = boxes.shape[0]
-    eye = torch.eye(num, dtype=torch.bool, device=boxes.device)
-    # The explicit self loop keeps a zero-area box (IoU 0 with itself) in its own neighbourhood.
-    adjacency = (box_iou(boxes, boxes) > graph_iou) | eye
-    remaining = torch.ones(num, dtype=torch.bool, device=boxes.device)
+    adjacency = _candidate_graph(boxes, graph_iou)
+    remaining = torch.ones(boxes.shape[0], dtype=torch.bool, device=boxes.device)
     picks, centre_scores, found = [], [], []
     for _ in range(max_clusters):
-        degree = (adjacency & remaining[None, :]).sum(dim=1).masked_fill(~remaining, -1)
-        top_degree = remaining & (degree == degree.max())
-        top_scores = scores.masked_fill(~top_degree, float("-inf"))
-        pick = _first_true(top_degree & (top_scores == top_scores.max()))
-        neighbours = adjacency[pick] & remaining
+        pick, centre_score, neighbours = _pick_centre(adjacency, remaining, scores)
         picks.append(pick)
-        centre_scores.append(scores.masked_fill(~neighbours, float("-inf")).max())
+        centre_scores.append(centre_score)
         found.append(remaining.any())
         remaining = remaining & ~neighbours
     found_mask = torch.stack(found)
@@ -108,19 +121,13 @@ def _released_graph_centres(
 
     boxes: (M, 4), scores: (M,) -> (N,) candidate indices and (N,) scores, N <= max_clusters.
     """
-    num = boxes.shape[0]
-    eye = torch.eye(num, dtype=torch.bool, device=boxes.device)
-    adjacency = (box_iou(boxes, boxes) > graph_iou) | eye
-    remaining = torch.ones(num, dtype=torch.bool, device=boxes.device)
+    adjacency = _candidate_graph(boxes, graph_iou)
+    remaining = torch.ones(boxes.shape[0], dtype=torch.bool, device=boxes.device)
     picks, centre_scores = [], []
     while True:
-        degree = (adjacency & remaining[None, :]).sum(dim=1).masked_fill(~remaining, -1)
-        top_degree = remaining & (degree == degree.max())
-        top_scores = scores.masked_fill(~top_degree, float("-inf"))
-        pick = _first_true(top_degree & (top_scores == top_scores.max()))
-        neighbours = adjacency[pick] & remaining
+        pick, centre_score, neighbours = _pick_centre(adjacency, remaining, scores)
         picks.append(pick)
-        centre_scores.append(scores.masked_fill(~neighbours, float("-inf")).max())
+        centre_scores.append(centre_score)
         remaining = remaining & ~neighbours
         if int(remaining.sum()) <= max_clusters:
             break

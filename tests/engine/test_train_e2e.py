@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import cv2
@@ -36,6 +37,15 @@ def run_tiny_train(tiny_voc, output_dir, *args, opts=()):
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def drain(proc):
+    """Collect ``proc``'s output in the background: a pipe nobody reads fills up (64 KiB) and
+    stalls the process. Returns the list the lines go to and the reading thread."""
+    lines = []
+    thread = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    thread.start()
+    return lines, thread
 
 
 def test_train_then_evaluate(tiny_voc, tmp_path):
@@ -92,15 +102,18 @@ def test_resume_after_kill(tiny_voc, tmp_path):
     # comes when metrics of iterations after the last checkpoint have been written.
     period = ("SOLVER.CHECKPOINT_PERIOD", 15)
     proc = run_tiny_train(tiny_voc, tmp_path, "--resume", opts=("SOLVER.MAX_ITER", 100000, *period))
+    lines, reader = drain(proc)
     deadline = time.time() + 300
     while not any(
         i > last_checkpoint_iteration(tmp_path) >= 0 for i in metrics_iterations(tmp_path)
     ):
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline, "no metrics after a checkpoint in time"
+        assert proc.poll() is None, "".join(lines)
+        assert time.time() < deadline, "no metrics after a checkpoint in time:\n" + "".join(lines)
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
-    out, _ = proc.communicate()
+    proc.wait()
+    reader.join()
+    out = "".join(lines)
     assert f"--resume, but OUTPUT_DIR {tmp_path} has no checkpoint" in out
     assert "training starts FROM SCRATCH at iteration 0" in out
     assert not os.path.isfile(tmp_path / "model_final.pth")

@@ -5,7 +5,7 @@ import torch
 from detectron2.config import get_cfg
 
 from wsod_d2 import add_wsod_config
-from wsod_d2.modeling.wsod.mil import WSDDN
+from wsod_d2.modeling.wsod.mil import WSDDN, MILHead
 
 
 def make_head(**kw):
@@ -63,3 +63,12 @@ def test_wsddn_rejects_unknown_reduction():
     cfg.MODEL.MIL.LOSS_REDUCTION = "max"
     with pytest.raises(ValueError, match="LOSS_REDUCTION"):
         WSDDN(cfg, 8)
+
+
+def test_a_mil_head_without_loss_is_refused_at_construction():
+    class NoLoss(MILHead):
+        def forward(self, x, num_rois):
+            return x, x
+
+    with pytest.raises(TypeError, match="loss"):
+        NoLoss()

@@ -48,3 +48,12 @@ def test_tscam_and_csra_heads():
 def test_semantic_map_contract():
     assert not WSOLHead.has_semantic_map and not CAMHead.has_semantic_map
     assert not CSRAHead.has_semantic_map and TSCAMHead.has_semantic_map
+
+
+def test_a_head_without_class_maps_is_refused_at_construction():
+    class NoMaps(WSOLHead):
+        def forward(self, features):
+            return {}
+
+    with pytest.raises(TypeError, match="class_maps"):
+        NoMaps()

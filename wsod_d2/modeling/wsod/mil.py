@@ -1,4 +1,5 @@
 """Multiple-instance (stage-0) heads: image labels -> per-RoI class scores."""
+from abc import ABCMeta, abstractmethod
 from typing import List
 
 import torch
@@ -14,7 +15,7 @@ with (cfg, input_dim).
 """
 
 
-class MILHead(nn.Module):
+class MILHead(nn.Module, metaclass=ABCMeta):
     """The contract between a MIL head and the ROI heads that call it.
 
     - ``forward(features, num_rois)`` with the box-head features (R, D) of all proposals and the
@@ -38,11 +39,13 @@ class MILHead(nn.Module):
     def class_image_scores(self, image_scores: torch.Tensor) -> torch.Tensor:
         return image_scores
 
+    @abstractmethod
     def forward(self, x: torch.Tensor, num_rois: List[int], **context: torch.Tensor):
-        raise NotImplementedError
+        """(roi_scores (R, C), image_scores (B, C')) of the RoIs of each image (see above)."""
 
+    @abstractmethod
     def loss(self, image_scores: torch.Tensor, image_labels: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The unweighted scalar loss of forward's image scores against (B, C) labels."""
 
 
 def build_mil_head(cfg, input_dim: int):

@@ -15,6 +15,7 @@ requested classes (B,). Maps are raw scores: evaluators and CropCAM normalise th
   backbone's class-token attention map. "semantic" and "attention" are returned for SCM.
 """
 
+from abc import ABCMeta, abstractmethod
 from typing import Dict, List
 
 import torch
@@ -73,7 +74,7 @@ def _input_channels(input_shape: Dict[str, ShapeSpec], in_feature: str) -> int:
     return input_shape[in_feature].channels
 
 
-class WSOLHead(nn.Module):
+class WSOLHead(nn.Module, metaclass=ABCMeta):
     """The contract between a WSOL head and WSOLClassifier.
 
     - ``forward(features)``: the backbone's feature dict -> {"logits": (B, C), ...} with whatever
@@ -85,11 +86,13 @@ class WSOLHead(nn.Module):
 
     has_semantic_map: bool = False
 
+    @abstractmethod
     def forward(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The backbone's feature dict -> {"logits": (B, C), ...} (see above)."""
 
+    @abstractmethod
     def class_maps(self, output: Dict[str, torch.Tensor], classes: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """forward's output and (B,) classes -> (B, h, w) raw maps."""
 
 
 @WSOL_HEAD_REGISTRY.register()

@@ -9,17 +9,19 @@ import numpy as np
 import torch
 from detectron2.structures import Boxes, Instances
 
+from wsod_d2.data.proposals.references import image_proposals
+
 BASELINES = ("random_proposal", "whole_image")
 
 
 def baseline_instances(dataset_dict: Dict, kind: str, rng: np.random.Generator) -> Instances:
-    """One box per image label of ``dataset_dict`` (with "proposal_boxes", "image_labels")."""
+    """One box per image label of ``dataset_dict`` (with proposals attached, "image_labels")."""
     h, w = dataset_dict["height"], dataset_dict["width"]
     classes = list(dataset_dict["image_labels"])
     if kind == "whole_image":
         boxes = np.tile(np.array([[0.0, 0.0, w, h]], dtype=np.float32), (len(classes), 1))
     elif kind == "random_proposal":
-        proposals = np.asarray(dataset_dict["proposal_boxes"], dtype=np.float32).reshape(-1, 4)
+        proposals, _ = image_proposals(dataset_dict)
         boxes = proposals[rng.integers(0, len(proposals), size=len(classes))]
     else:
         raise ValueError(f"unknown baseline {kind!r}; choose from {BASELINES}")

@@ -13,12 +13,14 @@ Boxes in the wrong convention often stay inside their images, so the per-image b
 likely fix. A file that is right despite its statistics is accepted with
 ``DATASETS.PROPOSAL_FILES_ACCEPTED``.
 """
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from detectron2.structures import BoxMode
 
-__all__ = ["convention_problems", "check_conventions"]
+from wsod_d2.data.proposals.store import is_proposal_store
+
+__all__ = ["convention_problems", "check_conventions", "image_extents"]
 
 # Fewer images than this say too little to judge a file by its statistics.
 MIN_IMAGES = 8
@@ -74,24 +76,39 @@ def _swap_statistic(records, boxes_list):
     return float(as_is.mean()), float(swapped.mean()), len(as_is)
 
 
+def image_extents(boxes_list: Sequence[np.ndarray]) -> np.ndarray:
+    """(N, 4) per image (min x1, min y1, max x2, max y2) of its (N_i, 4) XYXY boxes."""
+    return np.array(
+        [[*b[:, :2].min(axis=0), *b[:, 2:].max(axis=0)] for b in boxes_list], dtype=np.float32
+    ).reshape(-1, 4)
+
+
 def convention_problems(
-    records: Sequence[Dict[str, Any]], boxes_list: Sequence[np.ndarray]
+    records: Sequence[Dict[str, Any]],
+    boxes_list: Sequence[np.ndarray],
+    extents: Optional[np.ndarray] = None,
 ) -> List[str]:
     """
     Evidence of a wrong convention in the proposals of a whole file, each with its likely fix.
 
     Args:
         records: dataset dicts with ``width``, ``height`` (and ``annotations`` where known).
-        boxes_list: per record, (N_i, 4) XYXY_ABS proposals as stored (before clipping).
+        boxes_list: per record, (N_i, 4) XYXY_ABS proposals as stored (before clipping); any
+            sequence: only the images the swap statistic samples (at most MAX_SWAP_IMAGES) are
+            read when ``extents`` is given.
+        extents: (len(records), 4) :func:`image_extents` of ``boxes_list`` when known (a proposal
+            store keeps them), so that the other statistics do not read every box.
     Returns:
         one sentence per problem found; empty when the file looks right or has fewer than
         MIN_IMAGES images.
     """
     if len(records) < MIN_IMAGES:
         return []
+    if extents is None:
+        extents = image_extents(boxes_list)
     problems = []
     sizes = np.array([[r["width"], r["height"]] for r in records], dtype=np.float64)
-    far = np.array([b[:, 2:].max(axis=0) for b in boxes_list]) / sizes
+    far = extents[:, 2:] / sizes
     reach_x, reach_y = np.median(far, axis=0)
     if min(reach_x, reach_y) < MIN_MEDIAN_REACH:
         scale = min(reach_x, reach_y)
@@ -105,7 +122,7 @@ def convention_problems(
             "dataset size / size the boxes were made for), or regenerate them with "
             "tools/generate_proposals.py"
         )
-    near = np.array([b[:, :2].min(axis=0) for b in boxes_list])
+    near = extents[:, :2]
     starts_at_one = float(np.mean((near == 1.0).any(axis=1)))
     if near.min() >= 1.0 and starts_at_one >= MIN_ONE_BASED_SHARE:
         problems.append(
@@ -126,14 +143,18 @@ def convention_problems(
 
 
 def check_conventions(
-    records: Sequence[Dict[str, Any]], boxes_list: Sequence[np.ndarray], proposal_file: str
+    records: Sequence[Dict[str, Any]],
+    boxes_list: Sequence[np.ndarray],
+    proposal_file: str,
+    extents: Optional[np.ndarray] = None,
 ) -> None:
     """ValueError naming ``proposal_file``, the evidence and the fix, if
     :func:`convention_problems` finds any."""
-    problems = convention_problems(records, boxes_list)
+    problems = convention_problems(records, boxes_list, extents)
+    kind = "proposal store" if is_proposal_store(proposal_file) else "proposal file"
     if problems:
         raise ValueError(
-            f"proposal file {proposal_file} looks written in another coordinate convention: "
+            f"{kind} {proposal_file} looks written in another coordinate convention: "
             + "; and ".join(problems)
             + f". If the file is right, accept it with DATASETS.PROPOSAL_FILES_ACCEPTED "
             f"('{proposal_file}',)."

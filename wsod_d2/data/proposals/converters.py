@@ -2,19 +2,40 @@
 
 Two sources: the selective-search ``.mat`` files of Fast R-CNN / OICR / PCL (MATLAB v5 through
 scipy, v7.3 through h5py) and the wetectron / Detectron1 pickles. Their box conventions are in
-``docs/proposals.md`` and in each converter's docstring.
+``docs/proposals.md`` and in each converter's docstring. Each has an ``iter_*`` form that yields
+one converted image at a time (id, boxes, logits), the input of the streaming store writer
+(:func:`wsod_d2.data.proposals.store.write_proposal_store`): the source is held once, the
+converted boxes only image by image.
 """
 
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.io
 from detectron2.structures import BoxMode
 
-from wsod_d2.data.proposals.io import load_proposal_file, rank_logits
+from wsod_d2.data.proposals.io import (
+    proposal_image,
+    rank_logits,
+    read_proposal_pickle,
+    save_proposal_file,
+)
+from wsod_d2.data.proposals.store_writer import write_proposal_store
 
-__all__ = ["convert_selective_search_mat", "convert_wetectron_pkl"]
+__all__ = [
+    "OUTPUT_FORMATS",
+    "SOURCES",
+    "convert_proposals",
+    "convert_selective_search_mat",
+    "convert_wetectron_pkl",
+    "iter_detectron2_pkl",
+    "iter_selective_search_mat",
+    "iter_wetectron_pkl",
+]
+
+# One converted image: (image id, (N, 4) float32 XYXY_ABS boxes, (N,) float32 logits).
+Image = Tuple[Any, np.ndarray, np.ndarray]
 
 # scipy.io.matlab.matfile_version() major number of MATLAB v7.3 (HDF5) files.
 _MAT_V73_MAJOR = 2
@@ -119,9 +140,27 @@ def _read_mat_v73(mat_path: str):
     return cells, images
 
 
+def _collect(images: Iterable[Image]) -> Dict[str, Any]:
+    """The detectron2 proposal dict of converted images."""
+    ids, boxes, logits = [], [], []
+    for image_id, image_boxes, image_logits in images:
+        ids.append(image_id)
+        boxes.append(image_boxes)
+        logits.append(image_logits)
+    return {"ids": ids, "boxes": boxes, "objectness_logits": logits, "bbox_mode": BoxMode.XYXY_ABS}
+
+
 def convert_selective_search_mat(
     mat_path: str, image_ids: Optional[Sequence[str]] = None
 ) -> Dict[str, Any]:
+    """:func:`iter_selective_search_mat` collected into a detectron2 proposal dict (``ids``,
+    ``boxes``, ``objectness_logits``, ``bbox_mode``)."""
+    return _collect(iter_selective_search_mat(mat_path, image_ids))
+
+
+def iter_selective_search_mat(
+    mat_path: str, image_ids: Optional[Sequence[str]] = None
+) -> Iterator[Image]:
     """
     Convert a selective-search ``.mat`` file (Fast R-CNN / OICR / PCL distribution, e.g.
     ``voc_2007_trainval.mat``) to the detectron2 proposal format.
@@ -136,9 +175,9 @@ def convert_selective_search_mat(
         image_ids: keep only these ids, in this order (e.g. an ``ImageSets`` list); if the file
             has no ``images`` variable, they name the cells positionally.
 
-    Returns:
-        dict with ``ids``, ``boxes`` ((N_i, 4) float32 XYXY_ABS), ``objectness_logits``
-        (``rank_logits``: the file's order) and ``bbox_mode``.
+    Yields:
+        per image (id, boxes (N_i, 4) float32 XYXY_ABS, logits (N_i,) ``rank_logits``: the
+        file's order).
     """
     if not os.path.isfile(mat_path):
         raise FileNotFoundError(f"selective-search .mat file not found: {mat_path}")
@@ -159,7 +198,6 @@ def convert_selective_search_mat(
         images, image_ids = list(image_ids), None
     if len(images) != len(cells):
         raise ValueError(f"{mat_path}: {len(images)} images but {len(cells)} box cells")
-    ids, boxes, logits = [], [], []
     for i in _select_ids(images, image_ids, mat_path):
         # float64 first: the files often store uint16, where "- 1" would wrap around 0.
         raw = np.asarray(cells[i], dtype=np.float64)
@@ -167,10 +205,8 @@ def convert_selective_search_mat(
         if raw.ndim != 2 or raw.shape[1] != 4:
             raise ValueError(f"{mat_path}: image {images[i]!r} has boxes of shape {raw.shape}")
         y1, x1, y2, x2 = raw.T
-        boxes.append(np.stack([x1 - 1, y1 - 1, x2, y2], axis=1).astype(np.float32))
-        logits.append(rank_logits(len(raw)))
-        ids.append(images[i])
-    return {"ids": ids, "boxes": boxes, "objectness_logits": logits, "bbox_mode": BoxMode.XYXY_ABS}
+        boxes = np.stack([x1 - 1, y1 - 1, x2, y2], axis=1).astype(np.float32)
+        yield images[i], boxes, rank_logits(len(raw))
 
 
 def _wetectron_key(image_id: Any) -> str:
@@ -185,6 +221,12 @@ def _wetectron_key(image_id: Any) -> str:
 def convert_wetectron_pkl(
     pkl_path: str, image_ids: Optional[Sequence[str]] = None
 ) -> Dict[str, Any]:
+    """:func:`iter_wetectron_pkl` collected into a detectron2 proposal dict (``ids``, ``boxes``,
+    ``objectness_logits``, ``bbox_mode``)."""
+    return _collect(iter_wetectron_pkl(pkl_path, image_ids))
+
+
+def iter_wetectron_pkl(pkl_path: str, image_ids: Optional[Sequence[str]] = None) -> Iterator[Image]:
     """
     Convert a wetectron / Detectron1 proposal pickle (keys ``boxes``, ``scores``, ``indexes``)
     to the detectron2 proposal format.
@@ -199,29 +241,81 @@ def convert_wetectron_pkl(
         image_ids: keep only these ids, in this order, and use them as the output ids (restores
             VOC's zero-padded string ids: "000005" matches the file's 5).
 
-    Returns:
-        dict with ``ids``, ``boxes`` ((N_i, 4) float32 XYXY_ABS), ``objectness_logits`` (the
-        file's scores, or ``rank_logits`` when the file has none or they are all equal, as in the
-        selective-search files where they are all 0) and ``bbox_mode``.
+    Yields:
+        per image (id, boxes (N_i, 4) float32 XYXY_ABS, logits (N_i,): the file's scores, or
+        ``rank_logits`` when the file has none or they are all equal, as in the selective-search
+        files where they are all 0).
     """
-    data = load_proposal_file(pkl_path)
+    data = read_proposal_pickle(pkl_path)
     if data["has_bbox_mode"]:
         raise ValueError(
             f"{pkl_path} has a 'bbox_mode' key: it is already a detectron2 proposal file "
             "(converting it again would shift x2, y2 by one pixel)"
         )
-    ids, boxes, logits = [], [], []
     key_of = _wetectron_key if image_ids is not None else str
     for i, out_id in zip(
         _select_ids(data["ids"], image_ids, pkl_path, key_of=key_of),
         image_ids if image_ids is not None else data["ids"],
     ):
-        image_boxes = data["boxes"][i].copy()
-        image_boxes[:, 2:] += 1.0
-        scores = data["objectness_logits"][i]
+        _, image_boxes, scores = proposal_image(data, i, pkl_path)
+        # as_boxes returns the file's own array when it is float32 already: never edit it.
+        image_boxes = image_boxes + np.array([0, 0, 1, 1], dtype=np.float32)
         if len(scores) and np.all(scores == scores[0]):
             scores = rank_logits(len(scores))
-        ids.append(out_id)
-        boxes.append(image_boxes)
-        logits.append(scores)
-    return {"ids": ids, "boxes": boxes, "objectness_logits": logits, "bbox_mode": BoxMode.XYXY_ABS}
+        yield out_id, image_boxes, scores
+
+
+def iter_detectron2_pkl(
+    pkl_path: str, image_ids: Optional[Sequence[str]] = None
+) -> Iterator[Image]:
+    """
+    The images of a detectron2 proposal pickle (ours, or any in detectron2's format), one at a
+    time, as XYXY_ABS float32; with ``image_ids``, only those (matched as ``str``), in that order.
+    """
+    data = read_proposal_pickle(pkl_path)
+    mode = data["bbox_mode"]
+    if mode not in (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS):
+        raise ValueError(f"{pkl_path}: bbox_mode {mode.name} is not supported (XYXY_ABS, XYWH_ABS)")
+    for i in _select_ids(data["ids"], image_ids, pkl_path):
+        image_id, boxes, logits = proposal_image(data, i, pkl_path)
+        yield image_id, BoxMode.convert(boxes, mode, BoxMode.XYXY_ABS), logits
+
+
+# Source formats of convert_proposals: name -> per-image iterator (path, image_ids).
+SOURCES = {
+    "mat": iter_selective_search_mat,
+    "wetectron": iter_wetectron_pkl,
+    "pickle": iter_detectron2_pkl,
+}
+OUTPUT_FORMATS = ("pickle", "store")
+
+
+def convert_proposals(
+    source: str,
+    input_path: str,
+    output: str,
+    *,
+    output_format: str = "pickle",
+    image_ids: Optional[Sequence[str]] = None,
+) -> Dict[str, int]:
+    """
+    Convert ``input_path`` (a format of SOURCES) to a detectron2 proposal pickle or a proposal
+    store at ``output``, both written atomically. A store is written image by image as the
+    source is converted (the source held once, never all converted boxes); a pickle needs them
+    all first.
+
+    Returns:
+        {"num_images", "num_boxes"}
+    """
+    if source not in SOURCES:
+        raise ValueError(
+            f"unknown proposal source format {source!r}; choose from {sorted(SOURCES)}"
+        )
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {output_format!r}; choose from {OUTPUT_FORMATS}")
+    images = SOURCES[source](input_path, image_ids)
+    if output_format == "store":
+        return write_proposal_store(output, images)
+    data = _collect(images)
+    save_proposal_file(output, data["ids"], data["boxes"], data["objectness_logits"])
+    return {"num_images": len(data["ids"]), "num_boxes": sum(len(b) for b in data["boxes"])}

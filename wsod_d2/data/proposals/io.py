@@ -18,13 +18,19 @@ other formats are converted by :mod:`wsod_d2.data.proposals.converters` (convent
 import os
 import pickle
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from detectron2.structures import BoxMode
 
 __all__ = [
+    "as_boxes",
+    "as_logits",
     "atomic_pickle_dump",
+    "iter_proposal_file",
+    "plain_id",
+    "proposal_image",
+    "read_proposal_pickle",
     "rank_logits",
     "read_image_set",
     "save_proposal_file",
@@ -81,7 +87,7 @@ def read_image_set(path: str) -> List[str]:
     return ids
 
 
-def _plain_id(image_id: Any) -> Any:
+def plain_id(image_id: Any) -> Any:
     """numpy scalars -> python int / str so pickles do not depend on numpy scalar types."""
     if isinstance(image_id, np.integer):
         return int(image_id)
@@ -90,7 +96,7 @@ def _plain_id(image_id: Any) -> Any:
     return image_id
 
 
-def _as_boxes(boxes: Any, where: str) -> np.ndarray:
+def as_boxes(boxes: Any, where: str) -> np.ndarray:
     """Any (N, 4) array-like (or an empty one of any shape) -> (N, 4) float32."""
     arr = np.asarray(boxes, dtype=np.float32)
     if arr.size == 0:
@@ -100,7 +106,7 @@ def _as_boxes(boxes: Any, where: str) -> np.ndarray:
     return arr
 
 
-def _as_logits(logits: Any, num_boxes: int, where: str) -> np.ndarray:
+def as_logits(logits: Any, num_boxes: int, where: str) -> np.ndarray:
     arr = np.asarray(logits, dtype=np.float32).reshape(-1)
     if arr.shape[0] != num_boxes:
         raise ValueError(f"{where}: {arr.shape[0]} objectness logits for {num_boxes} boxes")
@@ -137,12 +143,12 @@ def save_proposal_file(
             raise ValueError(f"{path}: image id {image_id!r} appears more than once")
         seen.add(key)
         where = f"{path}: image id {image_id!r}"
-        image_boxes = _as_boxes(boxes[i], where)
+        image_boxes = as_boxes(boxes[i], where)
         if objectness_logits is None:
             image_logits = np.zeros(len(image_boxes), dtype=np.float32)
         else:
-            image_logits = _as_logits(objectness_logits[i], len(image_boxes), where)
-        out_ids.append(_plain_id(image_id))
+            image_logits = as_logits(objectness_logits[i], len(image_boxes), where)
+        out_ids.append(plain_id(image_id))
         out_boxes.append(image_boxes)
         out_logits.append(image_logits)
     data = {
@@ -154,18 +160,11 @@ def save_proposal_file(
     atomic_pickle_dump(data, path)
 
 
-def load_proposal_file(path: str) -> Dict[str, Any]:
+def read_proposal_pickle(path: str) -> Dict[str, Any]:
     """
-    Read a detectron2 (or Detectron1 / wetectron) proposal file.
-
-    The legacy keys ``indexes`` and ``scores`` are renamed to ``ids`` and ``objectness_logits``,
-    as detectron2 does; missing ``objectness_logits`` become zeros and a missing ``bbox_mode``
-    means ``XYXY_ABS``.
-
-    Returns:
-        dict with ``ids`` (list), ``boxes`` (list of (N_i, 4) float32), ``objectness_logits``
-        (list of (N_i,) float32), ``bbox_mode`` (BoxMode) and ``has_bbox_mode`` (whether the
-        file stored one).
+    The dict of a proposal pickle with the legacy keys renamed, the list lengths checked,
+    ``ids`` as plain ints / strs, ``bbox_mode`` a BoxMode and ``has_bbox_mode``; the arrays as
+    stored (not converted: :func:`proposal_image` converts one image).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"proposal file not found: {path}")
@@ -187,30 +186,67 @@ def load_proposal_file(path: str) -> Dict[str, Any]:
             f"proposal file {path} lacks key(s) {missing}; found {sorted(raw.keys())} "
             "(expected ids/indexes, boxes, objectness_logits/scores, bbox_mode)"
         )
-    ids = [_plain_id(i) for i in data["ids"]]
-    if len(data["boxes"]) != len(ids):
-        raise ValueError(f"proposal file {path}: {len(ids)} ids but {len(data['boxes'])} boxes")
-    boxes = [_as_boxes(b, f"{path}: image id {i!r}") for i, b in zip(ids, data["boxes"])]
-    if "objectness_logits" in data:
-        if len(data["objectness_logits"]) != len(ids):
-            raise ValueError(
-                f"proposal file {path}: {len(ids)} ids but "
-                f"{len(data['objectness_logits'])} objectness_logits"
-            )
-        logits = [
-            _as_logits(s, len(b), f"{path}: image id {i!r}")
-            for i, b, s in zip(ids, boxes, data["objectness_logits"])
-        ]
-    else:
-        logits = [np.zeros(len(b), dtype=np.float32) for b in boxes]
+    data["ids"] = [plain_id(i) for i in data["ids"]]
+    num = len(data["ids"])
+    if len(data["boxes"]) != num:
+        raise ValueError(f"proposal file {path}: {num} ids but {len(data['boxes'])} boxes")
+    if "objectness_logits" in data and len(data["objectness_logits"]) != num:
+        raise ValueError(
+            f"proposal file {path}: {num} ids but "
+            f"{len(data['objectness_logits'])} objectness_logits"
+        )
     try:
-        bbox_mode = BoxMode(data.get("bbox_mode", BoxMode.XYXY_ABS))
+        data["has_bbox_mode"] = "bbox_mode" in data
+        data["bbox_mode"] = BoxMode(data.get("bbox_mode", BoxMode.XYXY_ABS))
     except ValueError as e:
         raise ValueError(f"proposal file {path}: unknown bbox_mode {data['bbox_mode']!r}") from e
+    return data
+
+
+def proposal_image(data: Dict[str, Any], i: int, path: str) -> Tuple[Any, np.ndarray, np.ndarray]:
+    """(id, (N_i, 4) float32 boxes, (N_i,) float32 logits) of image ``i`` of a
+    :func:`read_proposal_pickle` dict, converted now (logits all 0 when the file has none)."""
+    image_id = data["ids"][i]
+    where = f"{path}: image id {image_id!r}"
+    boxes = as_boxes(data["boxes"][i], where)
+    if "objectness_logits" not in data:
+        return image_id, boxes, np.zeros(len(boxes), dtype=np.float32)
+    return image_id, boxes, as_logits(data["objectness_logits"][i], len(boxes), where)
+
+
+def iter_proposal_file(path: str) -> Tuple[BoxMode, Iterator[Tuple[Any, np.ndarray, np.ndarray]]]:
+    """
+    Read a proposal pickle (as :func:`load_proposal_file`) and give its images one at a time:
+    the file's arrays are held once, each image converted to float32 only when its turn comes
+    (the streaming input of :func:`wsod_d2.data.proposals.store.write_proposal_store`).
+
+    Returns:
+        (the file's ``bbox_mode``, iterator of (id, (N_i, 4) float32 boxes, (N_i,) float32
+        logits))
+    """
+    data = read_proposal_pickle(path)
+    return data["bbox_mode"], (proposal_image(data, i, path) for i in range(len(data["ids"])))
+
+
+def load_proposal_file(path: str) -> Dict[str, Any]:
+    """
+    Read a detectron2 (or Detectron1 / wetectron) proposal file.
+
+    The legacy keys ``indexes`` and ``scores`` are renamed to ``ids`` and ``objectness_logits``,
+    as detectron2 does; missing ``objectness_logits`` become zeros and a missing ``bbox_mode``
+    means ``XYXY_ABS``.
+
+    Returns:
+        dict with ``ids`` (list), ``boxes`` (list of (N_i, 4) float32), ``objectness_logits``
+        (list of (N_i,) float32), ``bbox_mode`` (BoxMode) and ``has_bbox_mode`` (whether the
+        file stored one).
+    """
+    data = read_proposal_pickle(path)
+    converted = [proposal_image(data, i, path) for i in range(len(data["ids"]))]
     return {
-        "ids": ids,
-        "boxes": boxes,
-        "objectness_logits": logits,
-        "bbox_mode": bbox_mode,
-        "has_bbox_mode": "bbox_mode" in data,
+        "ids": data["ids"],
+        "boxes": [boxes for _, boxes, _ in converted],
+        "objectness_logits": [logits for _, _, logits in converted],
+        "bbox_mode": data["bbox_mode"],
+        "has_bbox_mode": data["has_bbox_mode"],
     }

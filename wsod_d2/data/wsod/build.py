@@ -30,9 +30,9 @@ def resolve_dataset_path(path: str) -> str:
 
 
 def ensure_proposals(dataset_name: str, dicts, proposal_file: str, workers: int):
-    """Generate a missing proposal file for datasets whose metadata "auto_proposals" holds the
-    selective-search options to do it with."""
-    if os.path.isfile(proposal_file):
+    """Generate a missing proposal file (a pickle) for datasets whose metadata "auto_proposals"
+    holds the selective-search options to do it with. An existing file or store is kept."""
+    if os.path.exists(proposal_file):
         return
     options = MetadataCatalog.get(dataset_name).get("auto_proposals", None)
     if options is None:
@@ -40,10 +40,11 @@ def ensure_proposals(dataset_name: str, dicts, proposal_file: str, workers: int)
             f"proposal file {proposal_file} for dataset {dataset_name} not found; make it with "
             f"`python tools/generate_proposals.py --dataset {dataset_name} "
             f"--output {proposal_file}` "
-            "or convert a published one with tools/convert_proposals.py"
+            "or convert a published one (or a pickle, to a proposal store: --output-format "
+            "store) with tools/convert_proposals.py"
         )
     with exclusive_lock(proposal_file):
-        if not os.path.isfile(proposal_file):
+        if not os.path.exists(proposal_file):
             logger.info(
                 f"Generating selective-search proposals for {dataset_name} -> {proposal_file}"
             )

@@ -12,6 +12,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances
 
 from wsod_d2.data.common import read_image_checked
+from wsod_d2.data.proposals.references import STORE_KEY, image_proposals
 from wsod_d2.data.wsod.photometric import build_photometric_augmentation
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ def dedup_boxes(boxes: np.ndarray, scale: float) -> np.ndarray:
 
 
 class WSODDatasetMapper(DatasetMapper):
-    """Maps a WSOD dataset dict (with "proposal_boxes" and "image_labels") to model input.
+    """Maps a WSOD dataset dict (with "proposal_boxes" or a "proposal_store" reference, and
+    "image_labels") to model input.
 
     The proposal subset is chosen once per image in original coordinates (min size,
     de-duplication, top-k by objectness), then transformed with the image, so several views of
@@ -79,9 +81,9 @@ class WSODDatasetMapper(DatasetMapper):
         }
 
     def select_proposals(self, dataset_dict):
-        """(boxes (N, 4), logits (N,)) kept for this image, in original image coordinates."""
-        boxes = np.asarray(dataset_dict["proposal_boxes"], dtype=np.float32).reshape(-1, 4)
-        logits = np.asarray(dataset_dict["proposal_objectness_logits"], dtype=np.float32)
+        """(boxes (N, 4), logits (N,)) kept for this image, in original image coordinates; the
+        proposals are the dict's own (a pickle) or read now from its proposal store."""
+        boxes, logits = image_proposals(dataset_dict)
         wh = boxes[:, 2:] - boxes[:, :2]
         keep = np.nonzero((wh >= self.proposal_min_size).all(axis=1))[0]
         keep = keep[dedup_boxes(boxes[keep], self.proposal_dedup_scale)]
@@ -130,6 +132,7 @@ class WSODDatasetMapper(DatasetMapper):
             "proposal_boxes",
             "proposal_objectness_logits",
             "proposal_bbox_mode",
+            STORE_KEY,
         ):
             dataset_dict.pop(key, None)
         return dataset_dict

@@ -9,11 +9,16 @@
   sides 240/288) against the sum of plain refinement steps on each view (target: under 30%).
 - wsol-metrics: WSOL box-metric throughput (maps/s at 224x224, 100 thresholds) against the
   reference protocol's one-findContours-per-threshold implementation on the same input.
+- data: proposal memory at COCO size (118k images x 2000 boxes, synthetic): open time and
+  memory per process of the pickle path against the proposal store, alone and as 2 processes
+  x 2 DataLoader workers. The synthetic set is written once under $WSOD_D2_BENCHMARK_CACHE
+  (default ~/.cache/wsod_d2/benchmark; ~10 GB).
 """
 import argparse
 import os
 
 from wsod_d2.benchmarks.casd import benchmark_casd_overhead
+from wsod_d2.benchmarks.proposal_store import benchmark_proposal_memory
 from wsod_d2.benchmarks.pseudo_labels import benchmark_pseudo_labellers
 from wsod_d2.benchmarks.step import benchmark_step_share
 from wsod_d2.benchmarks.wsol_metrics import benchmark_wsol_metrics
@@ -36,8 +41,10 @@ def step(device):
         r = benchmark_step_share(path)
         print(f"| {name} | {r['step_s']:.2f} | {r['after_fc7_s']:.3f} | {100 * r['share']:.1f}% |")
         if "cdb_share" in r:
-            cdb.append(f"| {name} | {r['plain_step_s']:.2f} | {r['cdb_step_s']:.2f} | "
-                       f"{100 * r['cdb_share']:.1f}% |")
+            cdb.append(
+                f"| {name} | {r['plain_step_s']:.2f} | {r['cdb_step_s']:.2f} | "
+                f"{100 * r['cdb_share']:.1f}% |"
+            )
     print("\n| config | step without CDB (s) | step + generator step (s) | CDB share |")
     print("|---|---|---|---|")
     print("\n".join(cdb))
@@ -60,11 +67,59 @@ def wsol_metrics(device):
     print(f"\nspeed-up: {r['speedup']:.2f}x")
 
 
+def _proposal_memory_tables(r):
+    """The markdown tables of benchmark_proposal_memory's rows."""
+    print(
+        "| path | images | open (s) | open + checks + attach (s) | serialise (s) | serialised "
+        "(MiB) | USS (MiB) | anonymous (MiB) | peak RSS (MiB) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in r["open"]:
+        path = "dicts only (no proposals)" if row["path"] == "none" else row["path"]
+        head = f"| {path} | {row['images']} |"
+        if "after" not in row:
+            print(f"{head} {row.get('note') or row.get('killed')} | | | | | | |")
+            continue
+        opened = "-" if row["open_s"] is None else f"{row['open_s']:.3f}"
+        print(
+            f"{head} {opened} | {row['attach_s']:.2f} | {row['serialize_s']:.2f} | "
+            f"{row['serialized_mib']:.0f} | {row['after']['uss']:.0f} | "
+            f"{row['after']['anon']:.0f} | {row['after']['peak_rss']:.0f} |"
+        )
+    base = [row["base"]["uss"] for row in r["open"] if "base" in row]
+    if base:
+        print(
+            f"\nUSS after importing torch, detectron2 and wsod_d2, before any dataset: "
+            f"{min(base):.0f}-{max(base):.0f} MiB."
+        )
+    print(
+        "\n| path | images | images read per process | main process: anonymous / USS (MiB) "
+        "| worker USS (MiB, max) | PSS of all processes and workers: anonymous / mapped files "
+        "(MiB) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for row in r["loader"]:
+        head = f"| {row['path']} | {row['images']} |"
+        if "total_pss_anon" not in row:
+            print(f"{head} {row['note']} | | | |")
+            continue
+        print(
+            f"{head} {row['images_read']} | {row['main_anon']:.0f} / {row['main_uss']:.0f} | "
+            f"{row['worker_uss']:.0f} | {row['total_pss_anon']:.0f} / "
+            f"{row['total_pss_file']:.0f} |"
+        )
+
+
+def data(device):
+    _proposal_memory_tables(benchmark_proposal_memory())
+
+
 SECTIONS = {
     "pseudo-labels": pseudo_labels,
     "step": step,
     "casd": casd,
     "wsol-metrics": wsol_metrics,
+    "data": data,
 }
 
 

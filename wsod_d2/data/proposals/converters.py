@@ -4,8 +4,9 @@ Two sources: the selective-search ``.mat`` files of Fast R-CNN / OICR / PCL (MAT
 scipy, v7.3 through h5py) and the wetectron / Detectron1 pickles. Their box conventions are in
 ``docs/proposals.md`` and in each converter's docstring. Each has an ``iter_*`` form that yields
 one converted image at a time (id, boxes, logits), the input of the streaming store writer
-(:func:`wsod_d2.data.proposals.store.write_proposal_store`): the source is held once, the
-converted boxes only image by image.
+(:func:`wsod_d2.data.proposals.store_writer.write_proposal_store`): the source is held once,
+the converted boxes only image by image. :func:`convert_proposals` writes either a pickle or
+a store (``tools/convert_proposals.py``).
 """
 
 import os

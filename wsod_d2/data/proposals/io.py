@@ -12,13 +12,14 @@ Boxes are continuous 0-based pixel coordinates (detectron2's convention): a box 
 pixel columns ``a..b`` (0-based, inclusive) is ``x1 = a, x2 = b + 1``; so a full-image box is
 ``[0, 0, W, H]``. Checking a file against a dataset is :mod:`wsod_d2.data.proposals.attach`;
 other formats are converted by :mod:`wsod_d2.data.proposals.converters` (conventions in
-``docs/proposals.md``).
+``docs/proposals.md``). COCO-size sets are better kept as a memory-mapped proposal store
+(:mod:`wsod_d2.data.proposals.store`), read per image instead of held by every process.
 """
 
 import os
 import pickle
 import tempfile
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from detectron2.structures import BoxMode
@@ -27,7 +28,6 @@ __all__ = [
     "as_boxes",
     "as_logits",
     "atomic_pickle_dump",
-    "iter_proposal_file",
     "plain_id",
     "proposal_image",
     "read_proposal_pickle",
@@ -212,20 +212,6 @@ def proposal_image(data: Dict[str, Any], i: int, path: str) -> Tuple[Any, np.nda
     if "objectness_logits" not in data:
         return image_id, boxes, np.zeros(len(boxes), dtype=np.float32)
     return image_id, boxes, as_logits(data["objectness_logits"][i], len(boxes), where)
-
-
-def iter_proposal_file(path: str) -> Tuple[BoxMode, Iterator[Tuple[Any, np.ndarray, np.ndarray]]]:
-    """
-    Read a proposal pickle (as :func:`load_proposal_file`) and give its images one at a time:
-    the file's arrays are held once, each image converted to float32 only when its turn comes
-    (the streaming input of :func:`wsod_d2.data.proposals.store.write_proposal_store`).
-
-    Returns:
-        (the file's ``bbox_mode``, iterator of (id, (N_i, 4) float32 boxes, (N_i,) float32
-        logits))
-    """
-    data = read_proposal_pickle(path)
-    return data["bbox_mode"], (proposal_image(data, i, path) for i in range(len(data["ids"])))
 
 
 def load_proposal_file(path: str) -> Dict[str, Any]:

@@ -1,0 +1,129 @@
+"""Memory of processes as Linux accounts it, and child processes run under a memory guard, for
+the memory benchmarks (no psutil: /proc is read directly)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+__all__ = ["available_gib", "memory", "run_guarded", "wait_for_all"]
+
+MIB = 1024**2
+GIB = 1024**3
+# Seconds between two looks at the machine's available memory while children run.
+POLL_S = 0.5
+
+
+def _kib_fields(path: str) -> Dict[str, int]:
+    """{field: bytes} of a /proc file of "Name:   123 kB" lines."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            parts = rest.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                out[name.strip()] = int(parts[0]) * 1024
+    return out
+
+
+def memory(pid: Optional[int] = None) -> Dict[str, float]:
+    """
+    MiB of process ``pid`` (this one when None): ``uss`` (Private_Clean + Private_Dirty: pages
+    no other process maps, which includes file pages only this process has touched), ``anon``
+    (anonymous memory: heap, arrays; what a process holds that the kernel cannot drop),
+    ``pss`` (and its ``pss_anon`` / ``pss_file`` parts), ``rss`` and ``peak_rss`` (VmHWM).
+    """
+    where = f"/proc/{pid or 'self'}"
+    rollup = _kib_fields(f"{where}/smaps_rollup")
+    status = _kib_fields(f"{where}/status")
+    return {
+        "uss": (rollup["Private_Clean"] + rollup["Private_Dirty"]) / MIB,
+        "anon": rollup["Anonymous"] / MIB,
+        "pss": rollup["Pss"] / MIB,
+        # PSS split: anonymous memory, and mapped files (libraries, a store's pages: page cache
+        # the kernel can drop, shared with every process that maps it)
+        "pss_anon": rollup["Pss_Anon"] / MIB,
+        "pss_file": rollup["Pss_File"] / MIB,
+        "rss": rollup["Rss"] / MIB,
+        "peak_rss": status["VmHWM"] / MIB,
+    }
+
+
+def available_gib() -> float:
+    """MemAvailable of the machine, GiB."""
+    return _kib_fields("/proc/meminfo")["MemAvailable"] / GIB
+
+
+def wait_for_all(directory: str, stage: str, rank: int, world: int, timeout_s: float) -> None:
+    """A barrier of ``world`` processes through marker files in ``directory``."""
+    open(os.path.join(directory, f"{stage}.{rank}"), "w").close()
+    deadline = time.monotonic() + timeout_s
+    while (
+        sum(os.path.exists(os.path.join(directory, f"{stage}.{r}")) for r in range(world)) < world
+    ):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"barrier {stage!r}: not all {world} processes arrived")
+        time.sleep(0.05)
+
+
+def run_guarded(
+    module: str, specs: List[Dict[str, Any]], *, min_available_gib: float, timeout_s: float
+) -> List[Dict[str, Any]]:
+    """
+    Run ``python -m module <json spec>`` once per spec, all at once, each in its own process
+    group (its DataLoader workers with it), and return the JSON object each prints last. If the
+    machine's available memory falls under ``min_available_gib`` the whole set is killed and
+    each result is ``{"killed": "..."}``, so a measurement that does not fit ends instead of the
+    machine.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", module, json.dumps(spec)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for spec in specs
+    ]
+    outputs: List[Any] = [None] * len(procs)
+
+    def drain(i):  # read the pipes as the child writes, or a full pipe would stall it
+        outputs[i] = procs[i].communicate()
+
+    threads = [threading.Thread(target=drain, args=(i,), daemon=True) for i in range(len(procs))]
+    for t in threads:
+        t.start()
+    killed, start = None, time.monotonic()
+    while any(p.poll() is None for p in procs):
+        low = available_gib() < min_available_gib
+        late = time.monotonic() - start > timeout_s
+        if (low or late) and killed is None:
+            killed = (
+                f"killed: the machine's available memory fell under {min_available_gib:g} GiB"
+                if low
+                else f"killed: over {timeout_s:g} s"
+            )
+            for p in procs:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+        time.sleep(POLL_S)
+    for t in threads:
+        t.join()
+    if killed:
+        return [{"killed": killed} for _ in procs]
+    results = []
+    for p, (out, err) in zip(procs, outputs):
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        if p.returncode != 0 or not lines:
+            raise RuntimeError(f"benchmark child failed (exit {p.returncode}):\n{err[-3000:]}")
+        results.append(json.loads(lines[-1]))
+    return results

@@ -1,5 +1,5 @@
 """Config keys of the detectors: box head, MIL head, online refinement, Concrete DropBlock,
-CASD."""
+CASD, their test-time options."""
 from detectron2.config import CfgNode as CN
 
 
@@ -185,3 +185,22 @@ def add_cdb_solver_config(cfg):
     # Linear warm-up from WARMUP_FACTOR x BASE_LR over WARMUP_ITERS iterations.
     cfg.SOLVER.CDB.WARMUP_FACTOR = 1.0 / 3
     cfg.SOLVER.CDB.WARMUP_ITERS = 500
+
+
+def add_wsod_test_config(cfg):
+    """Test-time options of the detectors: proposal jitter in TTA, CASD's released evaluation."""
+    # Each TTA pass (TEST.AUG) scores its own random jitter of every proposal (CASD's released
+    # test, lib/model/test.py _shuffle_boxes); plain inference is unchanged.
+    cfg.TEST.AUG.PROPOSAL_JITTER = CN()
+    cfg.TEST.AUG.PROPOSAL_JITTER.ENABLED = False
+    # (low, high) of the uniform factor s scaling both sides of a box about its centre.
+    cfg.TEST.AUG.PROPOSAL_JITTER.SCALE = (0.95, 1.15)
+    # The centre moves by dx x width and dy x height, dx, dy ~ U(-CENTER_SHIFT, CENTER_SHIFT).
+    cfg.TEST.AUG.PROPOSAL_JITTER.CENTER_SHIFT = 0.05
+    # Seed of the draws: each image's come from (SEED, its image_id), so an evaluation gives the
+    # same numbers in any image order and on any number of processes.
+    cfg.TEST.AUG.PROPOSAL_JITTER.SEED = 0
+    # EVALUATION DEFECT, off unless comparing like with like: reproduces CASD's released VOC07
+    # test, whose proposals hold the ground truth (all non-difficult GT boxes but the first, in
+    # front of the proposals). Numbers with it include ground truth; test only, training refuses it.
+    cfg.TEST.CASD_RELEASE_GT_LEAK = False

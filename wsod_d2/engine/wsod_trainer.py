@@ -13,6 +13,7 @@ from wsod_d2.data.wsod.build import (
     build_wsod_train_loader,
     check_wsod_test_data,
 )
+from wsod_d2.data.wsod.gt_leak import warn_gt_leak
 from wsod_d2.engine.adversarial import AdversarialTrainer
 from wsod_d2.engine.base_trainer import WeakSupervisionTrainer
 from wsod_d2.evaluation.build import build_wsod_evaluator
@@ -96,6 +97,15 @@ class WSODTrainer(WeakSupervisionTrainer):
             if comm.is_main_process():
                 logger.info(f"Evaluation results for {name} with TTA in csv format:")
                 print_csv_format(results[name + "_TTA"])
+        warn_gt_leak(cfg, "the TTA evaluation results above")
+        return results
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's evaluation on every DATASETS.TEST set, then the TEST.CASD_RELEASE_GT_LEAK
+        warning after its results when that option is on."""
+        results = super().test(cfg, model, evaluators=evaluators)
+        warn_gt_leak(cfg, "the evaluation results above")
         return results
 
     @classmethod

@@ -14,6 +14,7 @@ from wsod_d2.data.common import with_image_labels
 from wsod_d2.data.proposals.attach import attach_proposals
 from wsod_d2.data.proposals.selective_search import generate_proposals
 from wsod_d2.data.wsod.checks import check_image_files, check_num_classes
+from wsod_d2.data.wsod.gt_leak import refuse_gt_leak, warn_gt_leak
 from wsod_d2.data.wsod.mapper import WSODDatasetMapper
 from wsod_d2.data.wsod.multiview_mapper import MultiViewWSODDatasetMapper
 from wsod_d2.utils.locks import exclusive_lock
@@ -121,6 +122,7 @@ def dataset_dicts_from_config(cfg, names, proposal_files, is_train: bool):
 
 
 def build_wsod_train_loader(cfg, mapper=None):
+    refuse_gt_leak(cfg, "building the training loader")
     dicts = dataset_dicts_from_config(
         cfg, cfg.DATASETS.TRAIN, cfg.DATASETS.PROPOSAL_FILES_TRAIN, True
     )
@@ -146,4 +148,5 @@ def build_wsod_test_loader(cfg, dataset_name: str, mapper=None):
     proposal_file = files[names.index(dataset_name)]
     dicts = dataset_dicts_from_config(cfg, [dataset_name], [proposal_file], False)
     mapper = mapper or WSODDatasetMapper(cfg, False)
+    warn_gt_leak(cfg, f"building the test loader of {dataset_name}")
     return build_detection_test_loader(dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS)

@@ -12,6 +12,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances
 
 from wsod_d2.data.common import read_image_checked
+from wsod_d2.data.wsod.gt_leak import gt_leak_from_config, prepend_leaked_gt
 from wsod_d2.data.wsod.photometric import build_photometric_augmentation
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class WSODDatasetMapper(DatasetMapper):
         proposal_topk: Optional[int],
         proposal_min_size: float,
         proposal_dedup_scale: float,
+        gt_leak: bool = False,
     ):
         super().__init__(
             is_train,
@@ -59,6 +61,8 @@ class WSODDatasetMapper(DatasetMapper):
         self.num_classes = num_classes
         self.proposal_min_size = proposal_min_size
         self.proposal_dedup_scale = proposal_dedup_scale
+        # TEST.CASD_RELEASE_GT_LEAK: GT boxes in front of the proposals (data/wsod/gt_leak.py).
+        self.gt_leak = gt_leak
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -76,6 +80,7 @@ class WSODDatasetMapper(DatasetMapper):
             "proposal_topk": topk,
             "proposal_min_size": cfg.INPUT.PROPOSAL_MIN_SIZE,
             "proposal_dedup_scale": cfg.INPUT.PROPOSAL_DEDUP_SCALE,
+            "gt_leak": gt_leak_from_config(cfg, is_train),
         }
 
     def select_proposals(self, dataset_dict):
@@ -117,6 +122,8 @@ class WSODDatasetMapper(DatasetMapper):
         dataset_dict = copy.copy(dataset_dict)
         image = read_image_checked(dataset_dict, self.image_format)
         boxes, logits = self.select_proposals(dataset_dict)
+        if self.gt_leak:
+            boxes, logits = prepend_leaked_gt(dataset_dict, boxes, logits)
         dataset_dict["image"], dataset_dict["proposals"] = self.map_view(
             image, boxes, logits, self.augmentations
         )

@@ -11,6 +11,7 @@ from detectron2.data import (
 )
 
 from wsod_d2.data.common import with_image_labels
+from wsod_d2.data.progress import DeferredLoader
 from wsod_d2.data.proposals.attach import attach_proposals
 from wsod_d2.data.proposals.selective_search import generate_proposals
 from wsod_d2.data.wsod.checks import check_image_files, check_num_classes
@@ -129,7 +130,9 @@ def build_wsod_train_loader(cfg, mapper=None):
     if mapper is None:
         multi_view = cfg.INPUT.VIEWS.NUM_SCALES > 0
         mapper = MultiViewWSODDatasetMapper(cfg) if multi_view else WSODDatasetMapper(cfg, True)
-    return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
+    # Started at the first batch, when the trainer has written the (resumed) iteration that
+    # mappers read (wsod_d2.data.progress).
+    return DeferredLoader(build_detection_train_loader(cfg, mapper=mapper, dataset=dicts))
 
 
 def check_wsod_test_data(cfg):

@@ -10,11 +10,11 @@ learn from its pseudo labels (the labeller's loss, or CASD's sampled cross-entro
 refinement_targets.py's. Losses of one stage are averaged over the images of the batch and
 multiplied by ``loss_weight``; stage 1's also by ``first_stage_loss_weight``.
 
-Test: scores = mean over the test stages (all, or ``test_stages``) of softmax(logits)[:, 1:]
-(and the MIL RoI scores when
-``test_include_mil``); boxes = the proposals, or, with regression, the mean over those stages of the
-per-class boxes decoded from each stage's deltas (or the boxes decoded from the mean of the
-stages' deltas, ``test_box_average="deltas"``, as wetectron); then class-wise NMS and top-k.
+Test: scores = mean over the test stages (all, or ``test_stages``: CASD's release scores stage 1
+alone) of softmax(logits)[:, 1:] (and the MIL RoI scores when ``test_include_mil``); boxes = the
+proposals, or, with regression, the mean over those stages of the per-class boxes decoded from
+each stage's deltas (or the boxes decoded from the mean of the stages' deltas,
+``test_box_average="deltas"``, as wetectron); then class-wise NMS and top-k.
 With ``frcnn_branch`` (pcl.pytorch's WITH_FRCNN, frcnn_branch.py) a Fast R-CNN branch trained on
 the last stage's OICR pseudo labels is averaged 1:1 with the stage score and gives the boxes.
 """

@@ -22,7 +22,7 @@ from wsod_d2.data.common import read_image_checked, with_image_labels
 from wsod_d2.data.proposals.attach import attach_proposals
 from wsod_d2.data.proposals.io import rank_logits, save_proposal_file
 from wsod_d2.data.wsod.build import build_wsod_train_mapper
-from wsod_d2.data.wsod.mapper import WSODDatasetMapper
+from wsod_d2.data.wsod.mapper import WSODDatasetMapper, transform_boxes
 
 __all__ = ["benchmark_data_path", "write_voc_like_dataset"]
 
@@ -46,7 +46,7 @@ STAGES = {
         T.RandomSaturation.get_transform,
     ],
     "resize": [T.ResizeTransform.apply_image],
-    "proposals": [WSODDatasetMapper.select_proposals, T.Transform.apply_box, Boxes.clip],
+    "proposals": [WSODDatasetMapper.select_proposals, transform_boxes, Boxes.clip],
     "to-tensor": [np.ascontiguousarray],
 }
 

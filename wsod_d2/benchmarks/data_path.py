@@ -1,7 +1,10 @@
 """Images per second of the detector's training data path on one core: the training mapper of a
 config called in a loop, in one process with one thread, as one DataLoader worker runs it, on
 VOC-size JPEG files with ~2000 proposals each, attached as training attaches them; with a
-breakdown of where the time goes (cProfile, cumulative seconds of the stages' functions)."""
+breakdown of where the time goes (cProfile, cumulative seconds of the stages' functions).
+
+Times are the process's CPU time, which other jobs on a shared machine inflate less than wall
+time (a worker's file reads hit the page cache here, so it barely waits otherwise)."""
 import cProfile
 import inspect
 import os
@@ -103,7 +106,7 @@ def _breakdown(mapper, dicts, seed: int) -> Dict[str, Optional[float]]:
     """Milliseconds per image of each of STAGES in one profiled pass (None: none of its
     functions ran)."""
     np.random.seed(seed)
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.process_time)
     profiler.runcall(lambda: [mapper(d) for d in dicts])
     stats = pstats.Stats(profiler).stats
     out = {}
@@ -139,9 +142,9 @@ def benchmark_data_path(
 
                 def one_pass():
                     np.random.seed(seed)
-                    start = time.perf_counter()
+                    start = time.process_time()
                     outputs = [mapper(d) for d in dicts]
-                    return time.perf_counter() - start, outputs
+                    return time.process_time() - start, outputs
 
                 _, outputs = one_pass()
                 seconds = statistics.median(one_pass()[0] for _ in range(repeats))

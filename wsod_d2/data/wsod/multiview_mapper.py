@@ -50,7 +50,7 @@ class MultiViewWSODDatasetMapper(WSODDatasetMapper):
         if num_proposals < 0:
             raise ValueError(f"INPUT.VIEWS.NUM_PROPOSALS must be >= 0, got {num_proposals}")
         self.scales = list(scales)
-        self.resizes = {s: T.ResizeShortestEdge(s, max_size) for s in self.scales}
+        self.resizes = {s: T.ResizeShortestEdge(int(s), max_size) for s in self.scales}
         self.num_scales = num_scales
         self.flips = (False, True) if flip else (False,)
         # Always mirrors; it draws one number per flipped view, which seeded runs rely on.

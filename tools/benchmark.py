@@ -7,6 +7,9 @@
   Concrete DropBlock, also the share of its iteration (detector + generator step) that CDB adds.
 - casd: a full-CASD step (IW + LW + IA, VGG16, 2 scales x flip = 4 views, 300 proposals, short
   sides 240/288) against the sum of plain refinement steps on each view (target: under 30%).
+- data-path: images/s of the training mapper on one core (one process, one thread) on VOC-size
+  JPEG files with 2000 proposals: OICR's single view, CASD's 4 views, CASD's 4 views with
+  photometric augmentation; with the time per image of each stage (cProfile).
 - wsol-metrics: WSOL box-metric throughput (maps/s at 224x224, 100 thresholds) against the
   reference protocol's one-findContours-per-threshold implementation on the same input.
 """
@@ -14,12 +17,14 @@ import argparse
 import os
 
 from wsod_d2.benchmarks.casd import benchmark_casd_overhead
+from wsod_d2.benchmarks.data_path import STAGES, benchmark_data_path
 from wsod_d2.benchmarks.pseudo_labels import benchmark_pseudo_labellers
 from wsod_d2.benchmarks.step import benchmark_step_share
 from wsod_d2.benchmarks.wsol_metrics import benchmark_wsol_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEP_CONFIGS = ("oicr_vgg16", "pcl_vgg16", "mist_reg_vgg16")
+DATA_PATH_CONFIGS = ("oicr_vgg16.yaml", "casd/full.yaml", "casd/full_aug.yaml")
 
 
 def pseudo_labels(device):
@@ -52,6 +57,24 @@ def casd(device):
         print(f"| {v['name']} | {v['s']:.2f} | {100 * v['overhead']:.0f}% |")
 
 
+def data_path(device):
+    root = os.path.join(REPO, "configs", "PascalVOC-Detection")
+    rows = benchmark_data_path([os.path.join(root, c) for c in DATA_PATH_CONFIGS])
+    print(
+        "| config | mapper | views | images/s per core | ms/image | "
+        + " | ".join(f"{stage} (ms)" for stage in STAGES)
+        + " |"
+    )
+    print("|---" * (5 + len(STAGES)) + "|")
+    for r in rows:
+        ms = [r["breakdown"][stage] for stage in STAGES]
+        stages = " | ".join("-" if m is None else f"{m:.1f}" for m in ms)
+        print(
+            f"| {os.path.relpath(r['config'], root)} | {r['mapper']} | {r['views']} | "
+            f"{r['images_per_s']:.1f} | {r['ms_per_image']:.1f} | {stages} |"
+        )
+
+
 def wsol_metrics(device):
     r = benchmark_wsol_metrics()
     print("| implementation | maps/s |\n|---|---|")
@@ -64,6 +87,7 @@ SECTIONS = {
     "pseudo-labels": pseudo_labels,
     "step": step,
     "casd": casd,
+    "data-path": data_path,
     "wsol-metrics": wsol_metrics,
 }
 

@@ -122,14 +122,20 @@ def dataset_dicts_from_config(cfg, names, proposal_files, is_train: bool):
     )
 
 
+def build_wsod_train_mapper(cfg):
+    """The training mapper of ``cfg``: several views per image when INPUT.VIEWS.NUM_SCALES > 0."""
+    if cfg.INPUT.VIEWS.NUM_SCALES > 0:
+        return MultiViewWSODDatasetMapper(cfg)
+    return WSODDatasetMapper(cfg, True)
+
+
 def build_wsod_train_loader(cfg, mapper=None):
     refuse_gt_leak(cfg, "building the training loader")
     dicts = dataset_dicts_from_config(
         cfg, cfg.DATASETS.TRAIN, cfg.DATASETS.PROPOSAL_FILES_TRAIN, True
     )
     if mapper is None:
-        multi_view = cfg.INPUT.VIEWS.NUM_SCALES > 0
-        mapper = MultiViewWSODDatasetMapper(cfg) if multi_view else WSODDatasetMapper(cfg, True)
+        mapper = build_wsod_train_mapper(cfg)
     # Started at the first batch, when the trainer has written the (resumed) iteration that
     # mappers read (wsod_d2.data.progress).
     return DeferredLoader(build_detection_train_loader(cfg, mapper=mapper, dataset=dicts))

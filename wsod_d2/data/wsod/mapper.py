@@ -18,14 +18,45 @@ from wsod_d2.data.wsod.photometric import build_photometric_augmentation
 logger = logging.getLogger(__name__)
 
 
+# Transforms that map x and y independently (x' from x, y' from y): the image of a box under
+# them is spanned by the images of its two corners (x1, y1) and (x2, y2).
+AXIS_SEPARABLE_TRANSFORMS = (
+    T.ResizeTransform,
+    T.HFlipTransform,
+    T.VFlipTransform,
+    T.NoOpTransform,
+    T.BlendTransform,
+    T.CropTransform,
+    T.ColorTransform,
+    T.PILColorTransform,
+)
+
+
 def dedup_boxes(boxes: np.ndarray, scale: float) -> np.ndarray:
     """Indices (in original order) of the first of each group of boxes equal after
     ``round(box * scale)``; OICR's DEDUP_BOXES. boxes: (N, 4)."""
     if scale <= 0 or len(boxes) == 0:
         return np.arange(len(boxes))
     keys = np.round(boxes * scale).astype(np.int64)
-    _, first = np.unique(keys, axis=0, return_index=True)
-    return np.sort(first)
+    # lexsort is stable, so each run of equal rows starts with its first occurrence.
+    order = np.lexsort(keys.T[::-1])
+    sorted_keys = keys[order]
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = (sorted_keys[1:] != sorted_keys[:-1]).any(axis=1)
+    return np.sort(order[first])
+
+
+def transform_boxes(boxes: np.ndarray, transforms: T.TransformList) -> np.ndarray:
+    """``transforms.apply_box(boxes)``, the same values, in one pass over the boxes' two corners
+    when every transform is in AXIS_SEPARABLE_TRANSFORMS (apply_box maps all four corners
+    through each transform in turn). boxes: (N, 4) XYXY."""
+    separable = [type(t) in AXIS_SEPARABLE_TRANSFORMS for t in transforms.transforms]
+    if not separable or not all(separable):  # an empty list returns the boxes as they are
+        return transforms.apply_box(boxes)
+    corners = transforms.apply_coords(np.array(boxes).reshape(-1, 2)).reshape(-1, 2, 2)
+    low = np.minimum(corners[:, 0], corners[:, 1])
+    high = np.maximum(corners[:, 0], corners[:, 1])
+    return np.concatenate([low, high], axis=1)
 
 
 class WSODDatasetMapper(DatasetMapper):
@@ -103,12 +134,17 @@ class WSODDatasetMapper(DatasetMapper):
         """Apply ``augmentations`` to the image and the proposals: ("image", "proposals")."""
         aug_input = T.AugInput(image)
         transforms = augmentations(aug_input)
-        image = aug_input.image
+        return self.view(aug_input.image, transform_boxes(boxes, transforms), logits)
+
+    @staticmethod
+    def view(image, boxes, logits):
+        """Model input of a transformed image (H, W, C) and its proposals: ("image" (C, H, W),
+        "proposals" with the boxes clipped to the image)."""
         h, w = image.shape[:2]
-        tboxes = Boxes(torch.as_tensor(transforms.apply_box(boxes), dtype=torch.float32))
-        tboxes.clip((h, w))
+        clipped = Boxes(torch.as_tensor(boxes, dtype=torch.float32))
+        clipped.clip((h, w))
         proposals = Instances((h, w))
-        proposals.proposal_boxes = tboxes
+        proposals.proposal_boxes = clipped
         proposals.objectness_logits = torch.as_tensor(logits)
         tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return tensor, proposals

@@ -9,7 +9,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances
 
 from wsod_d2.data.common import read_image_checked
-from wsod_d2.data.wsod.mapper import WSODDatasetMapper
+from wsod_d2.data.wsod.mapper import WSODDatasetMapper, transform_boxes
 from wsod_d2.data.wsod.photometric import build_photometric_augmentation, distort
 
 __all__ = ["MultiViewWSODDatasetMapper"]
@@ -22,7 +22,8 @@ class MultiViewWSODDatasetMapper(WSODDatasetMapper):
 
     The proposal subset (:meth:`select_proposals`, then ``num_proposals`` drawn uniformly at
     random) is chosen once; the photometric distortion too, before the views are made, so views
-    differ only in geometry. Output: "views", a list of {"image" (3, H_v, W_v), "proposals"
+    differ only in geometry. Each scale is resized once; its flipped view mirrors the resized
+    image. Output: "views", a list of {"image" (3, H_v, W_v), "proposals"
     (Instances in view v), "flipped" bool}; "proposals", the same RoIs in original image
     coordinates (where the pseudo labels are built); "image_labels"; "file_name", "image_id",
     "height", "width". With ``photometric_per_scale`` the distortion is drawn once per scale
@@ -51,9 +52,11 @@ class MultiViewWSODDatasetMapper(WSODDatasetMapper):
         if num_proposals < 0:
             raise ValueError(f"INPUT.VIEWS.NUM_PROPOSALS must be >= 0, got {num_proposals}")
         self.scales = list(scales)
-        self.max_size = max_size
+        self.resizes = {s: T.ResizeShortestEdge(int(s), max_size) for s in self.scales}
         self.num_scales = num_scales
         self.flips = (False, True) if flip else (False,)
+        # Always mirrors; it draws one number per flipped view, which seeded runs rely on.
+        self.mirror = T.RandomFlip(prob=1.0)
         self.num_proposals = num_proposals
         self.photometric = T.AugmentationList(photometric)
         self.photometric_per_scale = photometric_per_scale
@@ -75,6 +78,12 @@ class MultiViewWSODDatasetMapper(WSODDatasetMapper):
         )
         return ret
 
+    @staticmethod
+    def apply(augmentation, image, boxes):
+        """(image, boxes) after the transform ``augmentation`` draws for ``image``."""
+        transform = augmentation.get_transform(image)
+        return transform.apply_image(image), transform_boxes(boxes, T.TransformList([transform]))
+
     def __call__(self, dataset_dict):
         dataset_dict = dict(dataset_dict)
         image = read_image_checked(dataset_dict, self.image_format)
@@ -87,12 +96,11 @@ class MultiViewWSODDatasetMapper(WSODDatasetMapper):
         views = []
         for scale in np.random.choice(self.scales, self.num_scales, replace=False):
             scale_image = distort(self.photometric, image) if self.photometric_per_scale else image
+            view_image, view_boxes = self.apply(self.resizes[scale], scale_image, boxes)
             for flipped in self.flips:
-                augs = [T.ResizeShortestEdge(int(scale), self.max_size)]
-                augs += [T.RandomFlip(prob=1.0)] if flipped else []
-                tensor, proposals = self.map_view(
-                    scale_image, boxes, logits, T.AugmentationList(augs)
-                )
+                if flipped:  # mirror the resized view rather than resize again
+                    view_image, view_boxes = self.apply(self.mirror, view_image, view_boxes)
+                tensor, proposals = self.view(view_image, view_boxes, logits)
                 views.append({"image": tensor, "proposals": proposals, "flipped": flipped})
         dataset_dict["views"] = views
         original = Instances(image.shape[:2])

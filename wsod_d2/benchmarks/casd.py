@@ -1,37 +1,16 @@
 """CASD's own cost: training steps on V views of one image with CASD's components on (each alone,
 then all), against the sum of plain refinement steps (same detector, CASD off) on each view."""
-import os
 import tempfile
 from typing import Dict, List
 
-import numpy as np
 import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
-from PIL import Image
 
-from wsod_d2.benchmarks.pseudo_labels import random_proposals
-from wsod_d2.benchmarks.step import _median_seconds
+from wsod_d2.benchmarks.step import input_record
+from wsod_d2.benchmarks.timing import median_seconds
 from wsod_d2.config import get_wsod_cfg
 from wsod_d2.data.wsod.multiview_mapper import MultiViewWSODDatasetMapper
-
-
-def _record(directory: str, height: int, width: int, num_proposals: int, num_classes: int):
-    rng = np.random.default_rng(0)
-    path = os.path.join(directory, "bench.jpg")
-    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path)
-    boxes, _, labels = random_proposals(num_proposals, num_classes, 3, image_size=float(height))
-    boxes = boxes.clamp(max=float(height - 1)).numpy()
-    return {
-        "file_name": path,
-        "image_id": "bench",
-        "height": height,
-        "width": width,
-        "image_labels": labels.nonzero()[:, 0].tolist(),
-        "proposal_boxes": boxes,
-        "proposal_objectness_logits": np.zeros(len(boxes), np.float32),
-    }
-
 
 # Each timed variant of the config (which has every CASD component on): overrides.
 VARIANTS = {
@@ -74,7 +53,7 @@ def benchmark_casd_overhead(
     )
     plain = build_model(plain_cfg).train()
     with tempfile.TemporaryDirectory() as tmp:
-        record = _record(tmp, min(scales), min(scales) * 4 // 3, 2 * num_proposals, 20)
+        record = input_record(tmp, min(scales), 2 * num_proposals, 20)
         batch = [MultiViewWSODDatasetMapper(cfg)(record)]
     views = [
         [{"image": v["image"], "proposals": v["proposals"], "image_labels": x["image_labels"]}]
@@ -86,19 +65,17 @@ def benchmark_casd_overhead(
         def run():
             model.zero_grad()
             sum(model(inputs).values()).backward()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
 
         return run
 
     variants: List[Dict] = []
     with EventStorage():
-        views_s = sum(_median_seconds(step(plain, v), repeats) for v in views)
+        views_s = sum(median_seconds(step(plain, v), repeats, device) for v in views)
         for name, opts in VARIANTS.items():
             variant_cfg = cfg.clone()
             variant_cfg.merge_from_list(opts)
             model = build_model(variant_cfg).train()
             model.load_state_dict(plain.state_dict(), strict=False)
-            seconds = _median_seconds(step(model, batch), repeats)
+            seconds = median_seconds(step(model, batch), repeats, device)
             variants.append({"name": name, "s": seconds, "overhead": seconds / views_s - 1.0})
     return {"num_views": len(views), "views_s": views_s, "variants": variants}

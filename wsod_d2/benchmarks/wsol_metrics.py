@@ -4,15 +4,25 @@ Speed of ``BoxAccumulator`` against a straightforward implementation of the refe
 the same seeded CAM-like maps, with a check that both give the same numbers.
 """
 
+import math
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
+import torch
+from detectron2.structures import BoxMode
 
+from wsod_d2.evaluation.wsol.evaluators import WSOLEvaluator
 from wsod_d2.evaluation.wsol.metrics import BoxAccumulator, normalize_scoremap, resize_scoremap
 
-__all__ = ["benchmark_wsol_metrics", "cam_like_scoremaps", "reference_box_hits"]
+__all__ = [
+    "benchmark_wsol_metrics",
+    "benchmark_wsol_pool",
+    "cam_like_scoremaps",
+    "evaluator_io",
+    "reference_box_hits",
+]
 
 
 def cam_like_scoremaps(
@@ -170,3 +180,69 @@ def benchmark_wsol_metrics(
         "reference_both_maps_per_s": num_maps / (seconds[1] + seconds[2]),
         "speedup_both": (seconds[1] + seconds[2]) / seconds[0],
     }
+
+
+def evaluator_io(
+    num_maps: int, size: int = 224, seed: int = 0, cam_stride: int = 8, num_classes: int = 20
+) -> Tuple[List[Dict[str, Any]], List[Dict[str, torch.Tensor]]]:
+    """
+    ``WSOLEvaluator`` inputs and outputs of ``num_maps`` seeded size x size images: one GT box
+    each (``cam_like_scoremaps``), the map area-downsampled by ``cam_stride`` as a model's CAM
+    (the evaluator resizes it back), seeded random class scores.
+    """
+    scoremaps, gt_boxes = cam_like_scoremaps(num_maps, size=size, seed=seed)
+    rng = np.random.default_rng(seed)
+    cam_hw = (size // cam_stride, size // cam_stride)
+    inputs, outputs = [], []
+    for i, (scoremap, box) in enumerate(zip(scoremaps, gt_boxes)):
+        label = int(rng.integers(num_classes))
+        annotation = {"bbox": box[0].tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": label}
+        inputs.append({"image_id": i, "height": size, "width": size, "annotations": [annotation]})
+        cam = cv2.resize(scoremap, cam_hw[::-1], interpolation=cv2.INTER_AREA)
+        scores = torch.from_numpy(rng.random(num_classes))
+        outputs.append({"cam": torch.from_numpy(cam), "image_scores": scores})
+    return inputs, outputs
+
+
+def _same_metrics(a: Dict[str, float], b: Dict[str, float]) -> bool:
+    """Exact equality of every metric (NaN equals NaN: an empty size bin)."""
+    return a.keys() == b.keys() and all(
+        a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a
+    )
+
+
+def benchmark_wsol_pool(
+    worker_counts: Sequence[int], num_maps: int = 400, size: int = 224, seed: int = 0
+) -> List[Dict[str, Any]]:
+    """
+    ``WSOLEvaluator``'s process() and evaluate() on ``evaluator_io`` maps in-process and with each
+    of ``worker_counts`` worker processes (TEST.WSOL.NUM_WORKERS), two passes each: the first
+    also starts the workers (and, the first time, the forkserver they fork from), the second is
+    the throughput.
+
+    Returns:
+        rows {"num_workers", "processes" (computing the metrics), "maps_per_s" (second pass),
+        "first_pass_s", "identical" (every metric equals the in-process one)}, in-process first.
+    """
+    inputs, outputs = evaluator_io(num_maps, size=size, seed=seed)
+    rows, expected = [], None
+    for num_workers in [0, *worker_counts]:
+        evaluator = WSOLEvaluator("unused", distributed=False, num_workers=num_workers)
+        seconds = []
+        for _ in range(2):
+            start = time.perf_counter()
+            evaluator.reset()
+            evaluator.process(inputs, outputs)
+            results = evaluator.evaluate()["wsol"]
+            seconds.append(time.perf_counter() - start)
+        expected = results if expected is None else expected
+        rows.append(
+            {
+                "num_workers": num_workers,
+                "processes": max(num_workers, 1),
+                "maps_per_s": num_maps / seconds[1],
+                "first_pass_s": seconds[0],
+                "identical": _same_metrics(results, expected),
+            }
+        )
+    return rows

@@ -16,6 +16,7 @@ from wsod_d2.config.wsod import (
     add_cdb_solver_config,
     add_mil_config,
     add_refinement_config,
+    add_wsod_test_config,
 )
 from wsod_d2.config.wsol import (
     add_adl_config,
@@ -54,5 +55,6 @@ def add_wsod_config(cfg):
     add_scm_config(cfg)
     add_cropcam_config(cfg)
     add_test_config(cfg)
+    add_wsod_test_config(cfg)
     add_solver_config(cfg)
     add_cdb_solver_config(cfg)

@@ -40,14 +40,31 @@ def add_input_config(cfg):
     # PRECOMPUTED_PROPOSAL_TOPK_TRAIN (CASD: 800); 0 keeps them all.
     cfg.INPUT.VIEWS.NUM_PROPOSALS = 0
 
-    # Photometric distortion of training images, once per image before the views are made
-    # (CASD's "augmentation": random brightness, contrast, saturation, each applied with
-    # probability 1/2). Ranges are detectron2's intensity factors.
+    # Photometric (colour) distortion of training images, CASD's "augmentation"
+    # (wsod_d2/data/wsod/photometric.py).
     cfg.INPUT.PHOTOMETRIC = CN()
     cfg.INPUT.PHOTOMETRIC.ENABLED = False
+    # "detectron2": detectron2's brightness, contrast, saturation factors (uint8 out); "ssd": the
+    # released CASD's SSDAugmentation (added brightness, contrast, HSV saturation and hue; float32).
+    cfg.INPUT.PHOTOMETRIC.STYLE = "detectron2"
+    # Probability that each step of the distortion is applied (both styles; the release: 1/2).
+    cfg.INPUT.PHOTOMETRIC.PROB = 0.5
+    # "detectron2": range of the brightness factor.
     cfg.INPUT.PHOTOMETRIC.BRIGHTNESS = (0.875, 1.125)
+    # "ssd": delta ~ U(-d, d) added to every channel, in pixel units (the release: 32).
+    cfg.INPUT.PHOTOMETRIC.BRIGHTNESS_DELTA = 32.0
+    # Range of the contrast factor ("detectron2": blend with the image mean; "ssd": multiply).
     cfg.INPUT.PHOTOMETRIC.CONTRAST = (0.5, 1.5)
+    # Range of the saturation factor ("detectron2": blend with grayscale; "ssd": multiply HSV's S).
     cfg.INPUT.PHOTOMETRIC.SATURATION = (0.5, 1.5)
+    # "ssd": delta ~ U(-d, d) added to HSV's hue, in degrees (the release: 18).
+    cfg.INPUT.PHOTOMETRIC.HUE_DELTA = 18.0
+    # Multi-view mapper: one distortion per scale, shared by its flipped view (the release), rather
+    # than one per image shared by all views.
+    cfg.INPUT.PHOTOMETRIC.PER_SCALE = False
+    # First training iteration (0-based, detectron2's) with distorted images; 0: all. The release:
+    # from its 1-based iteration 40000 (branch may30; 45000 on master), i.e. 39999 here.
+    cfg.INPUT.PHOTOMETRIC.START_ITER = 0
 
 
 def add_backbone_config(cfg):

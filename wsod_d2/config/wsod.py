@@ -1,5 +1,5 @@
 """Config keys of the detectors: box head, MIL head, online refinement, Concrete DropBlock,
-CASD."""
+CASD, their test-time options."""
 from detectron2.config import CfgNode as CN
 
 
@@ -91,6 +91,29 @@ def add_refinement_config(cfg):
     # pseudo labels from the last stage's scores; at test its softmax is averaged 1:1 with the
     # stages' mean score and its class-specific deltas give the boxes.
     cfg.MODEL.REFINEMENT.FRCNN_BRANCH = False
+    # Multiplier of every stage's losses (CASD's release: 0.1).
+    cfg.MODEL.REFINEMENT.LOSS_WEIGHT = 1.0
+    # Stages whose scores and boxes make the test output, numbered from 1; empty: all of them
+    # (CASD's release: [1]).
+    cfg.MODEL.REFINEMENT.TEST_STAGES = []
+    # Multi-view training: stage k's pseudo labels from the "mean" over views of stage k-1's
+    # scores (CASD), or each view's from its own ("per_view").
+    cfg.MODEL.REFINEMENT.VIEW_LABELS = "mean"
+    # Box-regression targets: the pseudo-GT box ("pseudo_gt") or the mean of the proposals
+    # whose IoU with it is above REG_TARGET_IOU ("neighbour_mean", CASD's release).
+    cfg.MODEL.REFINEMENT.REG_TARGET = "pseudo_gt"
+    cfg.MODEL.REFINEMENT.REG_TARGET_IOU = 0.6
+    # CASD's release (roi_sampling.py): RoI labels from fixed IoU bands with the pseudo-GTs and
+    # a per-view sample of RoIs trained with plain cross-entropy, instead of the labeller's loss.
+    cfg.MODEL.REFINEMENT.SAMPLE = CN()
+    cfg.MODEL.REFINEMENT.SAMPLE.ENABLED = False
+    # At most this many foreground and background RoIs per image and view.
+    cfg.MODEL.REFINEMENT.SAMPLE.NUM_FG = 32
+    cfg.MODEL.REFINEMENT.SAMPLE.NUM_BG = 96
+    # Foreground: IoU strictly above FG_IOU; background: BG_IOU[0] <= IoU < BG_IOU[1]; the rest
+    # is ignored.
+    cfg.MODEL.REFINEMENT.SAMPLE.FG_IOU = 0.6
+    cfg.MODEL.REFINEMENT.SAMPLE.BG_IOU = (0.1, 0.4)
 
 
 def add_cdb_config(cfg):
@@ -137,7 +160,14 @@ def add_casd_config(cfg):
     cfg.MODEL.CASD.IA.MIN_DROP = 0.02
     # RoIs per image that IA ranks: up to this many random (foreground, other) ones, as the
     # released code ranks its 32 + 96 sampled RoIs; the cost of IA grows with them. <= 0: all.
+    # Under MODEL.REFINEMENT.SAMPLE the sampled RoIs are the candidates instead.
     cfg.MODEL.CASD.IA.CANDIDATES = (32, 96)
+    # Rank the candidates' probability drops over all views of an image together (CASD's
+    # release) rather than view by view.
+    cfg.MODEL.CASD.IA.RANK_OVER_VIEWS = False
+    # The next stage's pseudo labels come from this stage's scores on the unmasked features
+    # (CASD's release) rather than on the features it trained on.
+    cfg.MODEL.CASD.IA.CHAIN_UNMASKED = False
 
 
 def add_cdb_solver_config(cfg):
@@ -155,3 +185,22 @@ def add_cdb_solver_config(cfg):
     # Linear warm-up from WARMUP_FACTOR x BASE_LR over WARMUP_ITERS iterations.
     cfg.SOLVER.CDB.WARMUP_FACTOR = 1.0 / 3
     cfg.SOLVER.CDB.WARMUP_ITERS = 500
+
+
+def add_wsod_test_config(cfg):
+    """Test-time options of the detectors: proposal jitter in TTA, CASD's released evaluation."""
+    # Each TTA pass (TEST.AUG) scores its own random jitter of every proposal (CASD's released
+    # test, lib/model/test.py _shuffle_boxes); plain inference is unchanged.
+    cfg.TEST.AUG.PROPOSAL_JITTER = CN()
+    cfg.TEST.AUG.PROPOSAL_JITTER.ENABLED = False
+    # (low, high) of the uniform factor s scaling both sides of a box about its centre.
+    cfg.TEST.AUG.PROPOSAL_JITTER.SCALE = (0.95, 1.15)
+    # The centre moves by dx x width and dy x height, dx, dy ~ U(-CENTER_SHIFT, CENTER_SHIFT).
+    cfg.TEST.AUG.PROPOSAL_JITTER.CENTER_SHIFT = 0.05
+    # Seed of the draws: each image's come from (SEED, its image_id), so an evaluation gives the
+    # same numbers in any image order and on any number of processes.
+    cfg.TEST.AUG.PROPOSAL_JITTER.SEED = 0
+    # EVALUATION DEFECT, off unless comparing like with like: reproduces CASD's released VOC07
+    # test, whose proposals hold the ground truth (all non-difficult GT boxes but the first, in
+    # front of the proposals). Numbers with it include ground truth; test only, training refuses it.
+    cfg.TEST.CASD_RELEASE_GT_LEAK = False

@@ -46,6 +46,10 @@ def add_wsol_config(cfg):
     # (H, W) grid the maps and boxes are evaluated on (wsolevaluation: 224, 224); empty: the
     # original image size.
     cfg.TEST.WSOL.EVAL_SIZE = []
+    # Processes computing the box metrics of each image (CAM thresholds, contours, IoUs): 0 = in
+    # the evaluating process, -1 = its available cores shared among the local ranks. The metrics
+    # are identical for any count.
+    cfg.TEST.WSOL.NUM_WORKERS = 0
 
 
 def add_csra_config(cfg):

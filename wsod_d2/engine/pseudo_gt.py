@@ -16,6 +16,7 @@ from detectron2.utils import comm
 
 from wsod_d2.config import get_wsod_cfg
 from wsod_d2.data.wsod.build import dataset_dicts_from_config
+from wsod_d2.data.wsod.gt_leak import refuse_gt_leak
 from wsod_d2.data.wsod.mapper import WSODDatasetMapper
 from wsod_d2.evaluation.pseudo_gt import PseudoGTCollector, pseudo_gt_category_ids
 from wsod_d2.modeling.wsod.tta import WSODRCNNWithTTA, original_size_mapper
@@ -52,6 +53,7 @@ def export_pseudo_gt(
     and write them to ``output_file``. Image labels follow DATASETS.LABELS_FROM_DIFFICULT, as in
     training. Returns the written dict on the main process (None elsewhere).
     """
+    refuse_gt_leak(cfg, "exporting pseudo ground truth (it trains a detector)")
     names = list(cfg.DATASETS.TRAIN)
     runner = WSODRCNNWithTTA(cfg, model) if tta else model
     mapper = original_size_mapper(cfg) if tta else WSODDatasetMapper(cfg, False)

@@ -8,13 +8,16 @@ from detectron2.engine import hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
+from wsod_d2.data.progress import training_progress
 from wsod_d2.data.wsod.build import (
     build_wsod_test_loader,
     build_wsod_train_loader,
     check_wsod_test_data,
 )
+from wsod_d2.data.wsod.gt_leak import warn_gt_leak
 from wsod_d2.engine.adversarial import AdversarialTrainer
 from wsod_d2.engine.base_trainer import WeakSupervisionTrainer
+from wsod_d2.engine.progress import TrainingProgressHook
 from wsod_d2.evaluation.build import build_wsod_evaluator
 from wsod_d2.modeling.wsod.tta import WSODRCNNWithTTA, original_size_mapper
 from wsod_d2.solver.build import (
@@ -73,7 +76,8 @@ class WSODTrainer(WeakSupervisionTrainer):
         check_wsod_test_data(cfg)
 
     def build_hooks(self):
-        ret = super().build_hooks()
+        # The iteration reaches the train loader's workers (INPUT.PHOTOMETRIC.START_ITER).
+        ret = super().build_hooks() + [TrainingProgressHook(training_progress())]
         if self.cfg.TEST.AUG.ENABLED:
             # Period 0: once, after training, as detectron2's projects do.
             ret.append(hooks.EvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model)))
@@ -96,6 +100,15 @@ class WSODTrainer(WeakSupervisionTrainer):
             if comm.is_main_process():
                 logger.info(f"Evaluation results for {name} with TTA in csv format:")
                 print_csv_format(results[name + "_TTA"])
+        warn_gt_leak(cfg, "the TTA evaluation results above")
+        return results
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's evaluation on every DATASETS.TEST set, then the TEST.CASD_RELEASE_GT_LEAK
+        warning after its results when that option is on."""
+        results = super().test(cfg, model, evaluators=evaluators)
+        warn_gt_leak(cfg, "the evaluation results above")
         return results
 
     @classmethod

@@ -2,12 +2,8 @@
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from detectron2.utils.events import EventStorage
-from PIL import Image
 
-from wsod_d2 import add_wsod_config
 from wsod_d2.data.wsod.multiview_mapper import MultiViewWSODDatasetMapper
 from wsod_d2.modeling.wsod import casd_heads
 from wsod_d2.modeling.wsod.box_head import BoxHead, VGGFCHead
@@ -16,69 +12,25 @@ from wsod_d2.modeling.wsod.casd import (
     roi_attention_maps,
     stack_view_layer_maps,
 )
-
-BASE = "configs/Synthetic/casd/Base-CASD-tiny.yaml"
-NUM_PROPOSALS = 24
-
-
-def make_cfg(overrides=None):
-    """The tiny CASD config on an even smaller network; ``overrides``: {key: value string}."""
-    cfg = get_cfg()
-    add_wsod_config(cfg)
-    cfg.merge_from_file(BASE)
-    options = {
-        "MODEL.DEVICE": "cpu",
-        # CASD's own head (the synthetic rows use WSDDN)
-        "MODEL.MIL.NAME": "ContextLocNet",
-        "MODEL.MIL.CONTEXT_ROI_SCORES": "softmax",
-        "MODEL.VGG.CHANNELS": "[8, 8, 16, 16, 16]",
-        "MODEL.ROI_BOX_HEAD.FC_DIM": "32",
-        "MODEL.ROI_BOX_HEAD.DROPOUT": "0.0",
-        "MODEL.ROI_HEADS.NUM_CLASSES": "4",
-        "INPUT.MIN_SIZE_TRAIN": "(48, 64)",
-        "INPUT.MAX_SIZE_TRAIN": "100",
-        "INPUT.VIEWS.NUM_PROPOSALS": str(NUM_PROPOSALS),
-        **(overrides or {}),
-    }
-    cfg.merge_from_list([item for pair in options.items() for item in pair])
-    return cfg
+from wsod_d2.testing import (
+    CASD_TEST_PROPOSALS,
+    casd_test_record,
+    losses_with_storage,
+    multiview_batch,
+    tiny_casd_cfg,
+)
 
 
 @pytest.fixture
 def record(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "img.jpg"
-    Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(path)
-    xy = rng.uniform(0, 50, (40, 2))
-    boxes = np.concatenate([xy, np.minimum(xy + rng.uniform(8, 40, (40, 2)), [80, 60])], 1)
-    return {
-        "file_name": str(path),
-        "image_id": "img",
-        "height": 60,
-        "width": 80,
-        "image_labels": [1, 3],
-        "proposal_boxes": boxes.astype(np.float32),
-        "proposal_objectness_logits": np.zeros(40, np.float32),
-    }
-
-
-def batch_of(cfg, record, n=2, seed=0):
-    np.random.seed(seed)
-    mapper = MultiViewWSODDatasetMapper(cfg)
-    return [mapper(record) for _ in range(n)]
-
-
-def losses_of(model, batch):
-    with EventStorage() as storage:
-        losses = model(batch)
-    return losses, storage
+    return casd_test_record(tmp_path)
 
 
 def test_mapper_views_share_one_proposal_subset(record):
-    cfg = make_cfg({"INPUT.VIEWS.NUM_SCALES": "2"})
-    (out,) = batch_of(cfg, record, n=1)
+    cfg = tiny_casd_cfg({"INPUT.VIEWS.NUM_SCALES": "2"})
+    (out,) = multiview_batch(cfg, record, n=1)
     original = out["proposals"]
-    assert original.image_size == (60, 80) and len(original) == NUM_PROPOSALS
+    assert original.image_size == (60, 80) and len(original) == CASD_TEST_PROPOSALS
     assert [v["flipped"] for v in out["views"]] == [False, True, False, True]
     sizes = {v["image"].shape[1] for v in out["views"]}
     assert sizes == {48, 64}  # two scales drawn without replacement
@@ -93,7 +45,7 @@ def test_mapper_views_share_one_proposal_subset(record):
         assert torch.allclose(view["proposals"].proposal_boxes.tensor, expected, atol=1e-3)
     assert out["image_labels"].tolist() == [0.0, 1.0, 0.0, 1.0]
     with pytest.raises(ValueError, match="INPUT.VIEWS.NUM_SCALES"):
-        MultiViewWSODDatasetMapper(make_cfg({"INPUT.VIEWS.NUM_SCALES": "3"}))
+        MultiViewWSODDatasetMapper(tiny_casd_cfg({"INPUT.VIEWS.NUM_SCALES": "3"}))
 
 
 def test_photometric_augmentation_moves_pixels_not_boxes(record):
@@ -102,13 +54,13 @@ def test_photometric_augmentation_moves_pixels_not_boxes(record):
         "INPUT.MIN_SIZE_TRAIN": "(48,)",
         "INPUT.VIEWS.NUM_PROPOSALS": "0",
     }
-    plain = batch_of(make_cfg(fixed), record, n=1)[0]
+    plain = multiview_batch(tiny_casd_cfg(fixed), record, n=1)[0]
     photometric = {
         "INPUT.PHOTOMETRIC.ENABLED": "True",
         "INPUT.PHOTOMETRIC.BRIGHTNESS": "(0.5, 0.6)",
     }
-    cfg = make_cfg({**fixed, **photometric})
-    changed = [batch_of(cfg, record, n=1, seed=s)[0] for s in range(4)]
+    cfg = tiny_casd_cfg({**fixed, **photometric})
+    changed = [multiview_batch(cfg, record, n=1, seed=s)[0] for s in range(4)]
     assert any(not torch.equal(c["views"][0]["image"], plain["views"][0]["image"]) for c in changed)
     for c in changed:
         for view, plain_view in zip(c["views"], plain["views"]):
@@ -118,7 +70,7 @@ def test_photometric_augmentation_moves_pixels_not_boxes(record):
 
 def test_all_switches_off_equals_refinement_baseline(record):
     """One unflipped view, CASD off: CASDRCNN + CASDROIHeads give RefinementROIHeads' losses."""
-    cfg = make_cfg({"INPUT.VIEWS.NUM_SCALES": "1", "INPUT.VIEWS.FLIP": "False"})
+    cfg = tiny_casd_cfg({"INPUT.VIEWS.NUM_SCALES": "1", "INPUT.VIEWS.FLIP": "False"})
     torch.manual_seed(0)
     casd = build_model(cfg).train()
     base_cfg = cfg.clone()
@@ -127,7 +79,7 @@ def test_all_switches_off_equals_refinement_baseline(record):
     )
     base = build_model(base_cfg).train()
     base.load_state_dict(casd.state_dict())
-    batch = batch_of(cfg, record)
+    batch = multiview_batch(cfg, record)
     single = [
         {
             "image": x["views"][0]["image"],
@@ -136,8 +88,8 @@ def test_all_switches_off_equals_refinement_baseline(record):
         }
         for x in batch
     ]
-    got, _ = losses_of(casd, batch)
-    want, _ = losses_of(base, single)
+    got, _ = losses_with_storage(casd, batch)
+    want, _ = losses_with_storage(base, single)
     assert sorted(got) == sorted(want) == ["loss_mil", "loss_refine1", "loss_refine2"]
     for name in want:
         assert got[name].item() == pytest.approx(want[name].item(), rel=1e-5, abs=1e-7), name
@@ -146,7 +98,7 @@ def test_all_switches_off_equals_refinement_baseline(record):
 
 
 def test_each_casd_term_reaches_the_backbone(record):
-    cfg = make_cfg(
+    cfg = tiny_casd_cfg(
         {
             "INPUT.VIEWS.NUM_SCALES": "1",
             "MODEL.CASD.IW_WEIGHT": "0.1",
@@ -155,11 +107,11 @@ def test_each_casd_term_reaches_the_backbone(record):
     )
     torch.manual_seed(0)
     model = build_model(cfg).train()
-    batch = batch_of(cfg, record)
+    batch = multiview_batch(cfg, record)
     first_conv = model.backbone.features[0].weight
     for term in ("loss_casd_iw", "loss_casd_lw"):
         model.zero_grad()
-        losses, storage = losses_of(model, batch)
+        losses, storage = losses_with_storage(model, batch)
         assert losses[term].item() > 0
         raw = storage.latest()[f"raw/{term}"][0]
         assert losses[term].item() == pytest.approx(0.1 * raw, rel=1e-5)
@@ -168,7 +120,7 @@ def test_each_casd_term_reaches_the_backbone(record):
 
 
 def test_inverted_attention_masks_configured_cells_and_share(record, monkeypatch):
-    cfg = make_cfg(
+    cfg = tiny_casd_cfg(
         {
             "INPUT.VIEWS.NUM_SCALES": "1",
             "MODEL.CASD.IA.ENABLED": "True",
@@ -181,7 +133,7 @@ def test_inverted_attention_masks_configured_cells_and_share(record, monkeypatch
     )
     torch.manual_seed(0)
     model = build_model(cfg).train()
-    batch = batch_of(cfg, record)
+    batch = multiview_batch(cfg, record)
     calls, mil_inputs = [], []
     real_mask, real_select = casd_heads.inverted_attention_mask, casd_heads.select_ia_rois
 
@@ -198,37 +150,37 @@ def test_inverted_attention_masks_configured_cells_and_share(record, monkeypatch
     monkeypatch.setattr(casd_heads, "inverted_attention_mask", spy_mask)
     monkeypatch.setattr(casd_heads, "select_ia_rois", spy_select)
     model.roi_heads.mil_head.register_forward_hook(lambda m, inp, out: mil_inputs.append(inp[0]))
-    losses_of(model, batch)
-    # 2 stages x 2 views, each mask over 2 images x NUM_PROPOSALS RoIs of 7 x 7 cells
+    losses_with_storage(model, batch)
+    # 2 stages x 2 views, each mask over 2 images x CASD_TEST_PROPOSALS RoIs of 7 x 7 cells
     assert len(calls) == 4
     for call in calls:
         zeros = (call["mask"] == 0).flatten(1).sum(1)
-        assert zeros.tolist() == [7] * (2 * NUM_PROPOSALS)
+        assert zeros.tolist() == [7] * (2 * CASD_TEST_PROPOSALS)
         for is_fg, selected in call["per_image"]:
             n_fg = int(is_fg.sum())
             want = int(np.floor(n_fg * 0.25 + 0.5)) + int(np.floor((len(is_fg) - n_fg) * 0.1 + 0.5))
             assert int(selected.sum()) == want
     # The MIL head sees the same features with IA on and off.
-    off = build_model(make_cfg({"INPUT.VIEWS.NUM_SCALES": "1"})).train()
+    off = build_model(tiny_casd_cfg({"INPUT.VIEWS.NUM_SCALES": "1"})).train()
     off.load_state_dict(model.state_dict())
     ia_inputs = list(mil_inputs)
     mil_inputs.clear()
     off.roi_heads.mil_head.register_forward_hook(lambda m, inp, out: mil_inputs.append(inp[0]))
-    losses_of(off, batch)
+    losses_with_storage(off, batch)
     assert len(ia_inputs) == len(mil_inputs) == 2
     for a, b in zip(ia_inputs, mil_inputs):
         assert torch.equal(a, b)
     # IA.CANDIDATES caps the RoIs ranked per image: at most 2 foreground + 3 others.
     calls.clear()
     model.roi_heads.ia_candidates = [2, 3]
-    losses_of(model, batch)
+    losses_with_storage(model, batch)
     for call in calls:
         assert 0 < call["mask"].shape[0] <= 2 * 5
         assert all(len(selected) <= 5 for _, selected in call["per_image"])
 
 
 def test_ia_gradient_through_fc6_weight_equals_full_gradient():
-    cfg = make_cfg()
+    cfg = tiny_casd_cfg()
     torch.manual_seed(0)
     heads = build_model(cfg).roi_heads.eval()
     assert isinstance(heads.box_head, VGGFCHead)
@@ -257,7 +209,7 @@ def test_ia_gradient_through_fc6_weight_equals_full_gradient():
 
 
 def test_ia_needs_a_box_head_with_the_boxhead_contract():
-    cfg = make_cfg(
+    cfg = tiny_casd_cfg(
         {
             "MODEL.CASD.IA.ENABLED": "True",
             "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead",
@@ -269,16 +221,16 @@ def test_ia_needs_a_box_head_with_the_boxhead_contract():
 
 
 def test_casd_rcnn_needs_multi_view_input(record):
-    cfg = make_cfg({"INPUT.VIEWS.NUM_SCALES": "1"})
+    cfg = tiny_casd_cfg({"INPUT.VIEWS.NUM_SCALES": "1"})
     model = build_model(cfg).train()
-    x = batch_of(cfg, record, n=1)[0]
+    x = multiview_batch(cfg, record, n=1)[0]
     single = {
         "image": x["views"][0]["image"],
         "proposals": x["views"][0]["proposals"],
         "image_labels": x["image_labels"],
     }
     with pytest.raises(ValueError, match="multi-view inputs .*'views'.*INPUT.VIEWS.NUM_SCALES"):
-        losses_of(model, [single])
+        losses_with_storage(model, [single])
     # Test time is single-view inference.
     model.eval()
     with torch.no_grad():
@@ -288,7 +240,7 @@ def test_casd_rcnn_needs_multi_view_input(record):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_full_casd_trains_on_cuda(record):
-    cfg = make_cfg(
+    cfg = tiny_casd_cfg(
         {
             "MODEL.DEVICE": "cuda",
             "INPUT.VIEWS.NUM_SCALES": "2",
@@ -298,17 +250,17 @@ def test_full_casd_trains_on_cuda(record):
         }
     )
     model = build_model(cfg).train()
-    losses, _ = losses_of(model, batch_of(cfg, record))
+    losses, _ = losses_with_storage(model, multiview_batch(cfg, record))
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
 
 
 def test_refinement_needs_nonnegative_contextlocnet_scores(record):
     with pytest.raises(ValueError, match="CONTEXT_ROI_SCORES"):
-        build_model(make_cfg({"MODEL.MIL.CONTEXT_ROI_SCORES": "raw"}))
-    cfg = make_cfg({"INPUT.VIEWS.NUM_SCALES": "1"})
+        build_model(tiny_casd_cfg({"MODEL.MIL.CONTEXT_ROI_SCORES": "raw"}))
+    cfg = tiny_casd_cfg({"INPUT.VIEWS.NUM_SCALES": "1"})
     model = build_model(cfg).train()
-    x = batch_of(cfg, record, n=1)[0]["views"][0]
+    x = multiview_batch(cfg, record, n=1)[0]["views"][0]
     features = model.backbone(model.preprocess_image([x]).tensor)
     mil = model.roi_heads.mil_outputs(features, [x["proposals"]])
     # softmax over classes x softmax over RoIs: in [0, 1], each class summing to <= 1 over RoIs
@@ -318,7 +270,7 @@ def test_refinement_needs_nonnegative_contextlocnet_scores(record):
 def test_layer_wise_target_spans_views_and_layers(record):
     """LW with IW on: one target, the max over every view and layer (conv5 from the heads' own
     pooled features, the other layers pooled from their backbone outputs)."""
-    cfg = make_cfg(
+    cfg = tiny_casd_cfg(
         {
             "INPUT.VIEWS.NUM_SCALES": "1",
             "MODEL.CASD.IW_WEIGHT": "0.1",
@@ -326,7 +278,7 @@ def test_layer_wise_target_spans_views_and_layers(record):
         }
     )
     model = build_model(cfg).train()
-    heads, batch = model.roi_heads, batch_of(cfg, record)
+    heads, batch = model.roi_heads, multiview_batch(cfg, record)
     inputs = [[x["views"][v] for x in batch] for v in range(2)]
     features = [model.backbone(model.preprocess_image(i).tensor) for i in inputs]
     proposals = [[view["proposals"] for view in i] for i in inputs]
@@ -342,5 +294,5 @@ def test_layer_wise_target_spans_views_and_layers(record):
     layers = [heads._layer_maps(name, features, proposals) for name in ("conv3", "conv4")]
     layers.append(conv5)
     stacked = stack_view_layer_maps(layers, torch.tensor([False, True]), (7, 7))
-    assert stacked.shape == (3 * 2, 2 * NUM_PROPOSALS, 7, 7)
+    assert stacked.shape == (3 * 2, 2 * CASD_TEST_PROPOSALS, 7, 7)
     assert got.item() == pytest.approx(0.1 * layer_wise_distillation_loss(stacked).item(), rel=1e-5)

@@ -265,3 +265,61 @@ def test_test_time_scores_and_class_specific_boxes():
     for box, cls in zip(instances.pred_boxes.tensor, instances.pred_classes):
         assert (per_class[:, cls] - box).abs().sum(dim=1).min() < 1e-3
     assert (instances.pred_classes == 1).any() and (instances.pred_classes != 1).any()
+
+
+def test_test_stages_score_and_box_from_stage_one_only():
+    heads = make_heads("MODEL.REFINEMENT.BOX_REG", True, "MODEL.REFINEMENT.TEST_STAGES", [1])
+    heads.eval()
+    features, proposals, _ = toy_batch()
+    features, proposals = {"conv5": features["conv5"][:1]}, [proposals[0][:6]]
+    with torch.no_grad():
+        boxes, scores, _ = heads.predict(features, proposals)
+        x = heads.mil_outputs(features, proposals).x
+        logits, deltas = heads.stages[0](x)
+    assert torch.allclose(scores[0], F.softmax(logits, dim=1)[:, 1:], atol=1e-7)
+    props = proposals[0].proposal_boxes.tensor
+    decoded = heads.box2box_transform.apply_deltas(deltas[:, 4:], props)
+    assert torch.allclose(boxes[0], decoded, atol=1e-5)
+    # all stages by default: the mean of the three
+    heads.test_stages = [0, 1, 2]
+    with torch.no_grad():
+        _, scores_all, _ = heads.predict(features, proposals)
+        stage_logits = [stage(x)[0] for stage in heads.stages]
+    assert torch.allclose(scores_all[0], average_stage_scores(stage_logits), atol=1e-7)
+    assert not torch.allclose(scores_all[0], scores[0])
+
+
+def test_sampled_supervision_trains_only_the_sample(monkeypatch):
+    heads = make_heads(
+        "MODEL.REFINEMENT.PSEUDO_LABELER", "PCL",
+        "MODEL.REFINEMENT.SAMPLE.ENABLED", True,
+        "MODEL.REFINEMENT.SAMPLE.NUM_FG", 2,
+        "MODEL.REFINEMENT.SAMPLE.NUM_BG", 3,
+        "MODEL.REFINEMENT.LOSS_WEIGHT", 0.1,
+    )  # fmt: skip
+    heads.train()
+    features, proposals, labels = toy_batch()
+    torch.manual_seed(0)
+    losses = heads(features, proposals, labels)
+    torch.manual_seed(0)
+    heads.loss_weight = 1.0
+    unweighted = heads(features, proposals, labels)
+    for k in (1, 2, 3):
+        assert torch.allclose(losses[f"loss_refine{k}"], 0.1 * unweighted[f"loss_refine{k}"])
+    # only sampled RoIs get a gradient: zero the others' logits' influence by checking grads
+    x = torch.zeros(40, 64, requires_grad=True)
+    view = heads.mil_outputs(features, proposals)
+    boxes = [p.proposal_boxes.tensor for p in proposals]
+    targets = heads.supervision.for_view(
+        heads.view_targets(heads.stages[0], boxes, [view.roi_scores.detach()], labels)[0]
+    )
+    logits, _ = heads.stages[0](x)
+    total = sum(
+        heads.supervision.losses(lg, None, t, 1.0)[0] for lg, t in zip(logits.split(20), targets)
+    )
+    total.backward()
+    touched = (x.grad.abs().sum(dim=1) > 0).nonzero()[:, 0]
+    sampled = torch.cat([targets[0].sample, targets[1].sample + 20]).sort().values
+    assert torch.equal(touched, sampled)
+    assert all(len(t.sample) <= 5 for t in targets)
+    assert all((t.labels[t.sample] >= 0).all() for t in targets)

@@ -11,9 +11,11 @@ from detectron2.data import (
 )
 
 from wsod_d2.data.common import with_image_labels
+from wsod_d2.data.progress import DeferredLoader
 from wsod_d2.data.proposals.attach import attach_proposals
 from wsod_d2.data.proposals.selective_search import generate_proposals
 from wsod_d2.data.wsod.checks import check_image_files, check_num_classes
+from wsod_d2.data.wsod.gt_leak import refuse_gt_leak, warn_gt_leak
 from wsod_d2.data.wsod.mapper import WSODDatasetMapper
 from wsod_d2.data.wsod.multiview_mapper import MultiViewWSODDatasetMapper
 from wsod_d2.utils.locks import exclusive_lock
@@ -121,14 +123,23 @@ def dataset_dicts_from_config(cfg, names, proposal_files, is_train: bool):
     )
 
 
+def build_wsod_train_mapper(cfg):
+    """The training mapper of ``cfg``: several views per image when INPUT.VIEWS.NUM_SCALES > 0."""
+    if cfg.INPUT.VIEWS.NUM_SCALES > 0:
+        return MultiViewWSODDatasetMapper(cfg)
+    return WSODDatasetMapper(cfg, True)
+
+
 def build_wsod_train_loader(cfg, mapper=None):
+    refuse_gt_leak(cfg, "building the training loader")
     dicts = dataset_dicts_from_config(
         cfg, cfg.DATASETS.TRAIN, cfg.DATASETS.PROPOSAL_FILES_TRAIN, True
     )
     if mapper is None:
-        multi_view = cfg.INPUT.VIEWS.NUM_SCALES > 0
-        mapper = MultiViewWSODDatasetMapper(cfg) if multi_view else WSODDatasetMapper(cfg, True)
-    return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
+        mapper = build_wsod_train_mapper(cfg)
+    # Started at the first batch, when the trainer has written the (resumed) iteration that
+    # mappers read (wsod_d2.data.progress).
+    return DeferredLoader(build_detection_train_loader(cfg, mapper=mapper, dataset=dicts))
 
 
 def check_wsod_test_data(cfg):
@@ -147,4 +158,5 @@ def build_wsod_test_loader(cfg, dataset_name: str, mapper=None):
     proposal_file = files[names.index(dataset_name)]
     dicts = dataset_dicts_from_config(cfg, [dataset_name], [proposal_file], False)
     mapper = mapper or WSODDatasetMapper(cfg, False)
+    warn_gt_leak(cfg, f"building the test loader of {dataset_name}")
     return build_detection_test_loader(dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS)

@@ -13,9 +13,24 @@ from detectron2.structures import Boxes, Instances
 
 from wsod_d2.data.common import read_image_checked
 from wsod_d2.data.proposals.references import STORE_KEY, image_proposals
+from wsod_d2.data.wsod.gt_leak import gt_leak_from_config, prepend_leaked_gt
 from wsod_d2.data.wsod.photometric import build_photometric_augmentation
 
 logger = logging.getLogger(__name__)
+
+
+# Transforms that map x and y independently (x' from x, y' from y): the image of a box under
+# them is spanned by the images of its two corners (x1, y1) and (x2, y2).
+AXIS_SEPARABLE_TRANSFORMS = (
+    T.ResizeTransform,
+    T.HFlipTransform,
+    T.VFlipTransform,
+    T.NoOpTransform,
+    T.BlendTransform,
+    T.CropTransform,
+    T.ColorTransform,
+    T.PILColorTransform,
+)
 
 
 def dedup_boxes(boxes: np.ndarray, scale: float) -> np.ndarray:
@@ -24,8 +39,25 @@ def dedup_boxes(boxes: np.ndarray, scale: float) -> np.ndarray:
     if scale <= 0 or len(boxes) == 0:
         return np.arange(len(boxes))
     keys = np.round(boxes * scale).astype(np.int64)
-    _, first = np.unique(keys, axis=0, return_index=True)
-    return np.sort(first)
+    # lexsort is stable, so each run of equal rows starts with its first occurrence.
+    order = np.lexsort(keys.T[::-1])
+    sorted_keys = keys[order]
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = (sorted_keys[1:] != sorted_keys[:-1]).any(axis=1)
+    return np.sort(order[first])
+
+
+def transform_boxes(boxes: np.ndarray, transforms: T.TransformList) -> np.ndarray:
+    """``transforms.apply_box(boxes)``, the same values, in one pass over the boxes' two corners
+    when every transform is in AXIS_SEPARABLE_TRANSFORMS (apply_box maps all four corners
+    through each transform in turn). boxes: (N, 4) XYXY."""
+    separable = [type(t) in AXIS_SEPARABLE_TRANSFORMS for t in transforms.transforms]
+    if not separable or not all(separable):  # an empty list returns the boxes as they are
+        return transforms.apply_box(boxes)
+    corners = transforms.apply_coords(np.array(boxes).reshape(-1, 2)).reshape(-1, 2, 2)
+    low = np.minimum(corners[:, 0], corners[:, 1])
+    high = np.maximum(corners[:, 0], corners[:, 1])
+    return np.concatenate([low, high], axis=1)
 
 
 class WSODDatasetMapper(DatasetMapper):
@@ -51,6 +83,7 @@ class WSODDatasetMapper(DatasetMapper):
         proposal_topk: Optional[int],
         proposal_min_size: float,
         proposal_dedup_scale: float,
+        gt_leak: bool = False,
     ):
         super().__init__(
             is_train,
@@ -61,6 +94,8 @@ class WSODDatasetMapper(DatasetMapper):
         self.num_classes = num_classes
         self.proposal_min_size = proposal_min_size
         self.proposal_dedup_scale = proposal_dedup_scale
+        # TEST.CASD_RELEASE_GT_LEAK: GT boxes in front of the proposals (data/wsod/gt_leak.py).
+        self.gt_leak = gt_leak
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -78,6 +113,7 @@ class WSODDatasetMapper(DatasetMapper):
             "proposal_topk": topk,
             "proposal_min_size": cfg.INPUT.PROPOSAL_MIN_SIZE,
             "proposal_dedup_scale": cfg.INPUT.PROPOSAL_DEDUP_SCALE,
+            "gt_leak": gt_leak_from_config(cfg, is_train),
         }
 
     def select_proposals(self, dataset_dict):
@@ -100,12 +136,17 @@ class WSODDatasetMapper(DatasetMapper):
         """Apply ``augmentations`` to the image and the proposals: ("image", "proposals")."""
         aug_input = T.AugInput(image)
         transforms = augmentations(aug_input)
-        image = aug_input.image
+        return self.view(aug_input.image, transform_boxes(boxes, transforms), logits)
+
+    @staticmethod
+    def view(image, boxes, logits):
+        """Model input of a transformed image (H, W, C) and its proposals: ("image" (C, H, W),
+        "proposals" with the boxes clipped to the image)."""
         h, w = image.shape[:2]
-        tboxes = Boxes(torch.as_tensor(transforms.apply_box(boxes), dtype=torch.float32))
-        tboxes.clip((h, w))
+        clipped = Boxes(torch.as_tensor(boxes, dtype=torch.float32))
+        clipped.clip((h, w))
         proposals = Instances((h, w))
-        proposals.proposal_boxes = tboxes
+        proposals.proposal_boxes = clipped
         proposals.objectness_logits = torch.as_tensor(logits)
         tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return tensor, proposals
@@ -119,6 +160,8 @@ class WSODDatasetMapper(DatasetMapper):
         dataset_dict = copy.copy(dataset_dict)
         image = read_image_checked(dataset_dict, self.image_format)
         boxes, logits = self.select_proposals(dataset_dict)
+        if self.gt_leak:
+            boxes, logits = prepend_leaked_gt(dataset_dict, boxes, logits)
         dataset_dict["image"], dataset_dict["proposals"] = self.map_view(
             image, boxes, logits, self.augmentations
         )

@@ -48,6 +48,7 @@ def _evaluator_builders(cfg, dataset_name: str) -> Dict:
             size_bins=cfg.TEST.WSOL.SIZE_BINS,
             top_k=cfg.TEST.WSOL.TOP_K,
             eval_size=eval_size,
+            num_workers=cfg.TEST.WSOL.NUM_WORKERS,
         ),
         "pxap": lambda: PxAPEvaluator(
             dataset_name, cam_thresholds=cam_thresholds, eval_size=eval_size

@@ -32,6 +32,7 @@ from wsod_d2.evaluation.wsol.metrics import (
     resize_boxes,
     resize_scoremap,
 )
+from wsod_d2.evaluation.wsol.pool import BoxJob, BoxMetricPool, accumulate_boxes, available_cores
 
 __all__ = ["PxAPEvaluator", "WSOLEvaluator"]
 
@@ -57,12 +58,12 @@ class _DatasetRecords:
         return inputs if key in inputs else self.get(inputs["image_id"])
 
 
-def _cam_scoremap(cam: torch.Tensor, grid_hw: Tuple[int, int], image_id: Any) -> np.ndarray:
-    """Model localisation map (h, w) -> normalised score map on the evaluation grid."""
+def _cam_array(cam: torch.Tensor, image_id: Any) -> np.ndarray:
+    """Model localisation map -> (h, w) float64 numpy, checked."""
     cam = cam.detach().to("cpu", torch.float64).numpy()
     if cam.ndim != 2 or cam.size == 0:
         raise ValueError(f"Image {image_id!r}: 'cam' must be a non-empty (H, W), got {cam.shape}.")
-    return normalize_scoremap(resize_scoremap(cam, grid_hw))
+    return cam
 
 
 def _gt_classes(image_labels: Any, annotations: List[Dict[str, Any]]) -> set:
@@ -114,6 +115,7 @@ class WSOLEvaluator(DatasetEvaluator):
         loc_cam_threshold: Optional[float] = None,
         eval_size: Optional[Tuple[int, int]] = None,
         distributed: bool = True,
+        num_workers: int = 0,
     ):
         """
         Args:
@@ -127,6 +129,9 @@ class WSOLEvaluator(DatasetEvaluator):
             eval_size: (H, W) grid to evaluate on, as the reference's (224, 224); None = each
                 image's own size.
             distributed: gather the accumulators of all processes in ``evaluate``.
+            num_workers: processes computing each image's box metrics (``pool.py``): 0 = in this
+                process, -1 = the cores available to it shared among the local ranks. The
+                metrics are the same for any count.
         """
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}.")
@@ -142,6 +147,12 @@ class WSOLEvaluator(DatasetEvaluator):
         self._loc_cam = loc_cam_threshold
         self._eval_size = None if eval_size is None else tuple(int(s) for s in eval_size)
         self._distributed = distributed
+        if num_workers < -1:
+            raise ValueError(f"num_workers must be >= -1, got {num_workers}.")
+        if num_workers == -1:
+            num_workers = max(1, available_cores() // comm.get_local_size())
+        self._num_workers = num_workers
+        self._pool: Optional[BoxMetricPool] = None
         self.reset()
         if not np.isclose(self._accumulator.iou_thresholds, loc_iou_threshold).any():
             raise ValueError(
@@ -151,6 +162,9 @@ class WSOLEvaluator(DatasetEvaluator):
 
     def reset(self) -> None:
         self._accumulator = BoxAccumulator(**self._config)
+        if self._pool is not None:  # a previous evaluation that stopped before evaluate()
+            self._pool.close()
+            self._pool = None
 
     def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
         for inp, out in zip(inputs, outputs):
@@ -168,19 +182,25 @@ class WSOLEvaluator(DatasetEvaluator):
             classes = _gt_classes(inp.get("image_labels", record.get("image_labels")), annotations)
             scores = _output(out, "image_scores", image_id).detach().flatten()
             ranked = torch.topk(scores, min(self._top_k, scores.numel())).indices.tolist()
-            scoremap = _cam_scoremap(_output(out, "cam", image_id), grid_hw, image_id)
-            try:
-                self._accumulator.add(
-                    scoremap,
-                    resize_boxes(boxes, image_hw, grid_hw),
-                    correct_class=int(scores.argmax()) in classes,
-                    image_size=grid_hw,
-                    correct_top_k=any(c in classes for c in ranked),
-                )
-            except ValueError as e:
-                raise ValueError(f"Image {image_id!r}: {e}") from e
+            job = BoxJob(
+                image_id=image_id,
+                cam=_cam_array(_output(out, "cam", image_id), image_id),
+                grid_hw=grid_hw,
+                gt_boxes=resize_boxes(boxes, image_hw, grid_hw),
+                correct_class=int(scores.argmax()) in classes,
+                correct_top_k=any(c in classes for c in ranked),
+            )
+            if self._num_workers == 0:
+                accumulate_boxes(self._config, [job], into=self._accumulator)
+                continue
+            if self._pool is None:  # started on the first image: workers live one evaluation
+                self._pool = BoxMetricPool(self._config, self._num_workers)
+            self._pool.add(job)
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
+        if self._pool is not None:
+            self._accumulator.merge(self._pool.result())
+            self._pool = None
         parts = _gather(self._accumulator, self._distributed)
         if parts is None:
             return {}
@@ -263,7 +283,8 @@ class PxAPEvaluator(DatasetEvaluator):
             ignore = None
             if record.get("ignore_file_name"):
                 ignore = _read_mask(record["ignore_file_name"], grid_hw)
-            scoremap = _cam_scoremap(_output(out, "cam", image_id), grid_hw, image_id)
+            cam = _cam_array(_output(out, "cam", image_id), image_id)
+            scoremap = normalize_scoremap(resize_scoremap(cam, grid_hw))
             try:
                 self._accumulator.add(scoremap, mask, ignore)
             except ValueError as e:

@@ -33,8 +33,8 @@ from wsod_d2.modeling.wsod.casd import (
     stack_view_layer_maps,
 )
 from wsod_d2.modeling.wsod.loss_bookkeeping import put_loss
-from wsod_d2.modeling.wsod.pseudo_labels import PseudoLabels
 from wsod_d2.modeling.wsod.refinement import RefinementROIHeads, RefinementStage
+from wsod_d2.modeling.wsod.refinement_targets import ImageTargets
 from wsod_d2.modeling.wsod.roi_heads import MILOutputs
 
 
@@ -81,6 +81,8 @@ class CASDROIHeads(RefinementROIHeads):
         ia_late_start_iter: int,
         ia_min_drop: float,
         ia_candidates: List[int],
+        ia_rank_over_views: bool = False,
+        ia_chain_unmasked: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -114,6 +116,8 @@ class CASDROIHeads(RefinementROIHeads):
         self.ia_late_start_iter = ia_late_start_iter
         self.ia_min_drop = ia_min_drop
         self.ia_candidates = list(ia_candidates)
+        self.ia_rank_over_views = ia_rank_over_views
+        self.ia_chain_unmasked = ia_chain_unmasked
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -151,6 +155,8 @@ class CASDROIHeads(RefinementROIHeads):
             ia_late_start_iter=c.IA.LATE_START_ITER,
             ia_min_drop=c.IA.MIN_DROP,
             ia_candidates=c.IA.CANDIDATES,
+            ia_rank_over_views=c.IA.RANK_OVER_VIEWS,
+            ia_chain_unmasked=c.IA.CHAIN_UNMASKED,
         )
         return ret
 
@@ -215,18 +221,67 @@ class CASDROIHeads(RefinementROIHeads):
         )
 
     def stage_inputs(
-        self, stage: RefinementStage, view: MILOutputs, pseudo: List[PseudoLabels]
-    ) -> torch.Tensor:
-        """With IA on: the box-head features, those of the selected RoIs recomputed from their
-        masked pooled features (steps in :func:`select_ia_rois`); otherwise the plain ones."""
+        self, stage: RefinementStage, views: List[MILOutputs], targets: List[List[ImageTargets]]
+    ) -> List[torch.Tensor]:
+        """With IA on: per view, the box-head features, those of the selected RoIs recomputed
+        from their masked pooled features (steps in :func:`select_ia_rois`); otherwise the plain
+        ones. The candidates are each view's sampled RoIs (MODEL.REFINEMENT.SAMPLE) or a random
+        draw; their drops are ranked per view, or over all views of an image together."""
         if not (self.ia_enabled and self.training):
-            return view.x
+            return [v.x for v in views]
         late = get_event_storage().iter >= self.ia_late_start_iter
         top_cells, drop_cells, fg_fraction, bg_fraction = self.ia_schedule[int(late)]
-        labels = torch.cat([p.labels for p in pseudo])
-        candidates = self._ia_candidates(pseudo)
+
+        def select(before, after, y):
+            return select_ia_rois(
+                before,
+                after,
+                y > 0,
+                fg_fraction=fg_fraction,
+                bg_fraction=bg_fraction,
+                min_drop=self.ia_min_drop,
+            )
+
+        def measure(view, view_targets):
+            return self._ia_measure(stage, view, view_targets, top_cells, drop_cells)
+
+        if not self.ia_rank_over_views:
+            out = []
+            for view, view_targets in zip(views, targets):
+                m = measure(view, view_targets)
+                parts = zip(*(m[key].split(m["counts"]) for key in ("before", "after", "y")))
+                out.append(self._erase(view, m, torch.cat([select(*p) for p in parts])))
+            return out
+        measured = [measure(v, t) for v, t in zip(views, targets)]
+        num_views, num_images = len(views), len(targets[0])
+        chosen = [[] for _ in range(num_views)]
+        for i in range(num_images):
+            # (before, after, y) of image i, each the concatenation over the views
+            parts = [
+                torch.cat([m[key].split(m["counts"])[i] for m in measured])
+                for key in ("before", "after", "y")
+            ]
+            sizes = [m["counts"][i] for m in measured]
+            for v, c in enumerate(select(*parts).split(sizes)):
+                chosen[v].append(c)
+        return [self._erase(v, m, torch.cat(c)) for v, m, c in zip(views, measured, chosen)]
+
+    def _erase(self, view: MILOutputs, measured, chosen: torch.Tensor) -> torch.Tensor:
+        """The view's box-head features with those of the ``chosen`` candidates recomputed from
+        their masked pooled features; only they go through the box head again."""
+        index = measured["index"]
+        erased = apply_inverted_attention(view.pooled[index], measured["mask"], chosen)[chosen]
+        return view.x.index_put((index[chosen],), self.box_head(erased))
+
+    def _ia_measure(
+        self, stage, view: MILOutputs, targets: List[ImageTargets], top_cells, drop_cells
+    ):
+        """IA's masks of one view's candidate RoIs and their pseudo-class probabilities before and
+        after masking (dropout off): {"index" (N,) batch-wide, "counts" per image, "y", "mask",
+        "before", "after"}."""
+        candidates = self._ia_candidates(targets)
         index = torch.cat(candidates)
-        y = labels[index]
+        y = torch.cat([t.labels.clamp(min=0) for t in targets])[index]
         feats = view.pooled[index].detach()
         with _eval_mode(self.box_head, stage), torch.enable_grad():
             logits, grads = self.box_head.logits_and_cell_mean_grads(
@@ -235,40 +290,41 @@ class CASDROIHeads(RefinementROIHeads):
         mask = inverted_attention_mask(feats, grads, top_cells=top_cells, drop_cells=drop_cells)
         with _eval_mode(self.box_head, stage), torch.no_grad():
             masked_logits = stage(self.box_head(feats * mask[:, None]))[0]
-        before = F.softmax(logits, dim=1).gather(1, y[:, None])[:, 0]
-        after = F.softmax(masked_logits, dim=1).gather(1, y[:, None])[:, 0]
-        counts = [len(c) for c in candidates]
-        selected = torch.cat(
-            [
-                select_ia_rois(
-                    b,
-                    a,
-                    fg > 0,
-                    fg_fraction=fg_fraction,
-                    bg_fraction=bg_fraction,
-                    min_drop=self.ia_min_drop,
-                )
-                for b, a, fg in zip(before.split(counts), after.split(counts), y.split(counts))
-            ]
-        )
-        # Only the selected RoIs go through the box head again; the others keep their features.
-        erased = apply_inverted_attention(view.pooled[index], mask, selected)[selected]
-        return view.x.index_put((index[selected],), self.box_head(erased))
+        return {
+            "index": index,
+            "counts": [len(c) for c in candidates],
+            "y": y,
+            "mask": mask,
+            "before": F.softmax(logits, dim=1).gather(1, y[:, None])[:, 0],
+            "after": F.softmax(masked_logits, dim=1).gather(1, y[:, None])[:, 0],
+        }
 
-    def _ia_candidates(self, pseudo: List[PseudoLabels]) -> List[torch.Tensor]:
-        """Per image, the batch-wide indices of the RoIs IA ranks: up to ``ia_candidates`` =
-        (foreground, other) RoIs drawn at random (the released code ranks its 32 + 96 sampled
-        RoIs); a count <= 0 takes them all."""
+    def chained_scores(self, stage, view: MILOutputs, x: torch.Tensor, logits: torch.Tensor):
+        """With ``ia_chain_unmasked`` (CASD's release), the next stage learns from this stage's
+        scores on the view's unmasked features."""
+        if self.ia_chain_unmasked and x is not view.x:
+            with torch.no_grad():
+                logits = stage(view.x)[0]
+        return super().chained_scores(stage, view, x, logits)
+
+    def _ia_candidates(self, targets: List[ImageTargets]) -> List[torch.Tensor]:
+        """Per image, the batch-wide indices of the RoIs IA ranks: the view's sampled RoIs when
+        there is a sample, else up to ``ia_candidates`` = (foreground, other) RoIs drawn at
+        random (the released code ranks its 32 + 96 sampled RoIs); a count <= 0 takes them
+        all."""
         out, offset = [], 0
-        for p in pseudo:
-            fg = p.labels > 0
-            picks = []
-            for group, limit in zip(
-                (fg.nonzero()[:, 0], (~fg).nonzero()[:, 0]), self.ia_candidates
-            ):
-                if 0 < limit < len(group):
-                    group = group[torch.randperm(len(group), device=group.device)[:limit]]
-                picks.append(group)
+        for t in targets:
+            if t.sample is not None:
+                picks = [t.sample]
+            else:
+                fg = t.labels > 0
+                picks = []
+                for group, limit in zip(
+                    (fg.nonzero()[:, 0], (~fg).nonzero()[:, 0]), self.ia_candidates
+                ):
+                    if 0 < limit < len(group):
+                        group = group[torch.randperm(len(group), device=group.device)[:limit]]
+                    picks.append(group)
             out.append(torch.cat(picks).sort().values + offset)
-            offset += len(p.labels)
+            offset += len(t.labels)
         return out

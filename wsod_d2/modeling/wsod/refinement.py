@@ -5,18 +5,20 @@ stage optionally with a class-specific box regression layer (+Reg, as in wetectr
 
 Stage k in 1..K is Linear(fc7, C+1) (column 0 = background), supervised by pseudo labels built
 from stage k-1's scores (stage 1 from the MIL head's RoI scores), all detached. The labeller
-(OICR, PCL or MIST) comes from ``PSEUDO_LABELER_REGISTRY`` (pseudo_labelers.py). Losses of one
-stage are averaged over the images of the batch; stage 1's are multiplied by
-``first_stage_loss_weight``.
+(OICR, PCL or MIST) comes from ``PSEUDO_LABELER_REGISTRY`` (pseudo_labelers.py); how the RoIs
+learn from its pseudo labels (the labeller's loss, or CASD's sampled cross-entropy) is
+refinement_targets.py's. Losses of one stage are averaged over the images of the batch and
+multiplied by ``loss_weight``; stage 1's also by ``first_stage_loss_weight``.
 
-Test: scores = mean over the stages of softmax(logits)[:, 1:] (and the MIL RoI scores when
-``test_include_mil``); boxes = the proposals, or, with regression, the mean over the stages of the
-per-class boxes decoded from each stage's deltas (or the boxes decoded from the mean of the
-stages' deltas, ``test_box_average="deltas"``, as wetectron); then class-wise NMS and top-k.
+Test: scores = mean over the test stages (all, or ``test_stages``: CASD's release scores stage 1
+alone) of softmax(logits)[:, 1:] (and the MIL RoI scores when ``test_include_mil``); boxes = the
+proposals, or, with regression, the mean over those stages of the per-class boxes decoded from
+each stage's deltas (or the boxes decoded from the mean of the stages' deltas,
+``test_box_average="deltas"``, as wetectron); then class-wise NMS and top-k.
 With ``frcnn_branch`` (pcl.pytorch's WITH_FRCNN, frcnn_branch.py) a Fast R-CNN branch trained on
 the last stage's OICR pseudo labels is averaged 1:1 with the stage score and gives the boxes.
 """
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -33,8 +35,9 @@ from wsod_d2.modeling.wsod.frcnn_branch import (
 )
 from wsod_d2.modeling.wsod.loss_bookkeeping import put_loss
 from wsod_d2.modeling.wsod.pseudo_labelers import build_pseudo_labeler, tie_to_first
-from wsod_d2.modeling.wsod.pseudo_labels import PseudoLabels, oicr_pseudo_labels
-from wsod_d2.modeling.wsod.refinement_losses import regression_targets, weighted_smooth_l1_box_loss
+from wsod_d2.modeling.wsod.pseudo_labels import oicr_pseudo_labels
+from wsod_d2.modeling.wsod.refinement_losses import regression_targets
+from wsod_d2.modeling.wsod.refinement_targets import ImageTargets, RoISupervision
 from wsod_d2.modeling.wsod.roi_heads import MILOutputs, WSODROIHeads
 
 __all__ = [
@@ -109,6 +112,11 @@ def average_stage_deltas(
     return box2box_transform.apply_deltas(mean_deltas[:, 4:], proposal_boxes)
 
 
+def _split(tensor: Optional[torch.Tensor], sizes: List[int]):
+    """``tensor.split(sizes)``, or one None per part when there is no tensor."""
+    return [None] * len(sizes) if tensor is None else tensor.split(sizes)
+
+
 @ROI_HEADS_REGISTRY.register()
 class RefinementROIHeads(WSODROIHeads):
     """:class:`WSODROIHeads` (box head + MIL head) followed by K refinement stages.
@@ -124,7 +132,7 @@ class RefinementROIHeads(WSODROIHeads):
         self,
         *,
         stages: nn.ModuleList,
-        pseudo_labeler,
+        supervision: RoISupervision,
         first_stage_loss_weight: float,
         box2box_transform: Box2BoxTransform,
         box_reg_loss_weight: float,
@@ -135,9 +143,21 @@ class RefinementROIHeads(WSODROIHeads):
         frcnn_fg_iou: float = 0.5,
         frcnn_bg_iou: float = 0.1,
         frcnn_tie_to_first: bool = False,
+        loss_weight: float = 1.0,
+        view_labels: str = "mean",
+        test_stages: Sequence[int] = (),
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if view_labels not in ("mean", "per_view"):
+            raise ValueError(
+                f"MODEL.REFINEMENT.VIEW_LABELS must be 'mean' or 'per_view', got {view_labels!r}"
+            )
+        if any(not 1 <= k <= len(stages) for k in test_stages):
+            raise ValueError(
+                f"MODEL.REFINEMENT.TEST_STAGES: stages are numbered 1..{len(stages)}, got "
+                f"{list(test_stages)}"
+            )
         if test_box_average not in ("boxes", "deltas"):
             raise ValueError(
                 "MODEL.REFINEMENT.TEST_BOX_AVERAGE must be 'boxes' or 'deltas', got "
@@ -155,7 +175,11 @@ class RefinementROIHeads(WSODROIHeads):
                 "be negative; with refinement stages set MODEL.MIL.CONTEXT_ROI_SCORES 'softmax'"
             )
         self.stages = stages
-        self.pseudo_labeler = pseudo_labeler
+        self.supervision = supervision
+        self.loss_weight = loss_weight
+        self.view_labels = view_labels
+        # 0-based indices of the stages scored at test (all by default).
+        self.test_stages = [k - 1 for k in test_stages] or list(range(len(stages)))
         self.first_stage_loss_weight = first_stage_loss_weight
         self.box2box_transform = box2box_transform
         self.box_reg_loss_weight = box_reg_loss_weight
@@ -175,28 +199,30 @@ class RefinementROIHeads(WSODROIHeads):
             raise ValueError(f"MODEL.REFINEMENT.NUM_STAGES must be >= 0, got {r.NUM_STAGES}")
         fc_dim = ret["box_head"].output_shape.channels
         num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        box2box_transform = Box2BoxTransform(weights=cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS)
         ret.update(
             stages=nn.ModuleList(
-                RefinementStage(
-                    fc_dim, num_classes, box_reg=r.BOX_REG, cls_init_std=r.CLS_INIT_STD
-                )
+                RefinementStage(fc_dim, num_classes, box_reg=r.BOX_REG, cls_init_std=r.CLS_INIT_STD)
                 for _ in range(r.NUM_STAGES)
             ),
-            pseudo_labeler=build_pseudo_labeler(cfg),
+            supervision=RoISupervision.from_config(
+                cfg, build_pseudo_labeler(cfg), box2box_transform
+            ),
             first_stage_loss_weight=r.FIRST_STAGE_LOSS_WEIGHT,
-            box2box_transform=Box2BoxTransform(weights=cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS),
+            box2box_transform=box2box_transform,
             box_reg_loss_weight=r.BOX_REG_LOSS_WEIGHT,
             smooth_l1_beta=cfg.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA,
             test_include_mil=r.TEST_INCLUDE_MIL,
             test_box_average=r.TEST_BOX_AVERAGE,
-            frcnn_fg_iou=r.FG_IOU,
-            frcnn_bg_iou=r.BG_IOU,
+            frcnn_fg_iou=cfg.MODEL.REFINEMENT.FG_IOU,
+            frcnn_bg_iou=cfg.MODEL.REFINEMENT.BG_IOU,
             frcnn_tie_to_first=tie_to_first(cfg),
+            loss_weight=cfg.MODEL.REFINEMENT.LOSS_WEIGHT,
+            view_labels=r.VIEW_LABELS,
+            test_stages=r.TEST_STAGES,
         )
         if r.FRCNN_BRANCH:
-            ret["frcnn_branch"] = FastRCNNBranch(
-                fc_dim, num_classes, cls_init_std=r.CLS_INIT_STD
-            )
+            ret["frcnn_branch"] = FastRCNNBranch(fc_dim, num_classes, cls_init_std=r.CLS_INIT_STD)
         return ret
 
     def losses(
@@ -235,9 +261,10 @@ class RefinementROIHeads(WSODROIHeads):
     ) -> Dict[str, torch.Tensor]:
         """MIL and refinement losses, each the mean over views (and images).
 
-        Stage k's pseudo labels come from the mean over views of stage k-1's scores (stage 1: of
-        the MIL RoI scores), built once per image and shared by the views. Regression targets
-        are deltas, which scaling leaves unchanged and a horizontal flip negates in x.
+        Stage k's pseudo labels come from stage k-1's scores (stage 1: the MIL RoI scores): with
+        ``view_labels`` "mean", from their mean over views, built once per image and shared by
+        the views; with "per_view", each view from its own. What the RoIs learn from them is
+        :class:`RoISupervision`'s (refinement_targets.py).
         """
         losses = {}
         mil = torch.stack([self.mil_head.loss(v.image_scores, image_labels) for v in views])
@@ -245,35 +272,23 @@ class RefinementROIHeads(WSODROIHeads):
         num_rois = [len(p) for p in label_proposals]
         boxes = [p.proposal_boxes.tensor for p in label_proposals]
         x_sign = [-1.0 if f else 1.0 for f in flipped]
-        supervision = torch.stack([v.roi_scores for v in views]).mean(dim=0).detach()
+        scores = [v.roi_scores.detach() for v in views]
         for k, stage in enumerate(self.stages, start=1):
-            pseudo = [
-                self.pseudo_labeler(b, s, y)
-                for b, s, y in zip(boxes, supervision.split(num_rois), image_labels)
+            targets = [
+                self.supervision.for_view(t)
+                for t in self.view_targets(stage, boxes, scores, image_labels)
             ]
-            targets = None
-            if stage.bbox_pred is not None:
-                targets = [
-                    regression_targets(b, p, self.box2box_transform) for b, p in zip(boxes, pseudo)
-                ]
-            cls_terms, box_terms, view_probs = [], [], []
-            for view, sign in zip(views, x_sign):
-                logits, deltas = stage(self.stage_inputs(stage, view, pseudo))
-                probs = F.softmax(logits, dim=1)
-                view_probs.append(probs)
-                cls_terms += [
-                    self.pseudo_labeler.loss(p, pl) for p, pl in zip(probs.split(num_rois), pseudo)
-                ]
-                if deltas is None:
-                    continue
-                flip = deltas.new_tensor([sign, 1.0, 1.0, 1.0])
-                box_terms += [
-                    weighted_smooth_l1_box_loss(
-                        d, pl.labels, t * flip, pl.weights, beta=self.smooth_l1_beta
-                    )
-                    for d, pl, t in zip(deltas.split(num_rois), pseudo, targets)
-                ]
-            weight = self.first_stage_loss_weight if k == 1 else 1.0
+            inputs = self.stage_inputs(stage, views, targets)
+            cls_terms, box_terms, scores = [], [], []
+            for view, x, view_targets, sign in zip(views, inputs, targets, x_sign):
+                logits, deltas = stage(x)
+                per_image = zip(logits.split(num_rois), _split(deltas, num_rois), view_targets)
+                for lg, d, t in per_image:
+                    cls_loss, box_loss = self.supervision.losses(lg, d, t, sign)
+                    cls_terms.append(cls_loss)
+                    box_terms += [box_loss] if box_loss is not None else []
+                scores.append(self.chained_scores(stage, view, x, logits))
+            weight = self.loss_weight * (self.first_stage_loss_weight if k == 1 else 1.0)
             put_loss(losses, f"loss_refine{k}", torch.stack(cls_terms).mean(), weight)
             if box_terms:
                 put_loss(
@@ -282,10 +297,31 @@ class RefinementROIHeads(WSODROIHeads):
                     torch.stack(box_terms).mean(),
                     weight * self.box_reg_loss_weight,
                 )
-            supervision = torch.stack(view_probs).mean(dim=0)[:, 1:].detach()
         if self.frcnn_branch is not None:
+            supervision = torch.stack(scores).mean(dim=0)
             self.frcnn_branch_losses(losses, views, boxes, supervision, image_labels, x_sign)
         return losses
+
+    def view_targets(self, stage, boxes, scores, image_labels) -> List[List[ImageTargets]]:
+        """Per view, per image: the stage's targets (before sampling) from the previous stage's
+        per-view scores (R, C) (see :meth:`losses_from_views`)."""
+        num_rois = [len(b) for b in boxes]
+        box_reg = stage.bbox_pred is not None
+
+        def build(view_scores):
+            return [
+                self.supervision.image_targets(b, s, y, box_reg)
+                for b, s, y in zip(boxes, view_scores.split(num_rois), image_labels)
+            ]
+
+        if self.view_labels == "per_view":
+            return [build(s) for s in scores]
+        return [build(torch.stack(scores).mean(dim=0))] * len(scores)
+
+    def chained_scores(self, stage, view: MILOutputs, x: torch.Tensor, logits: torch.Tensor):
+        """(R, C) detached scores of ``stage`` that supervise the next one: those of the features
+        it trained on, ``x`` (subclasses may choose the view's unaltered ones)."""
+        return F.softmax(logits, dim=1)[:, 1:].detach()
 
     def frcnn_branch_losses(self, losses, views, boxes, supervision, image_labels, x_sign):
         """Adds "loss_frcnn_cls" and "loss_frcnn_box_reg": the Fast R-CNN branch trained on OICR
@@ -312,11 +348,11 @@ class RefinementROIHeads(WSODROIHeads):
         put_loss(losses, "loss_frcnn_box_reg", torch.stack(box_terms).mean(), 1.0)
 
     def stage_inputs(
-        self, stage: RefinementStage, view: MILOutputs, pseudo: List[PseudoLabels]
-    ) -> torch.Tensor:
-        """Features (R, fc_dim) that ``stage`` classifies in training: the box-head features;
-        subclasses may alter them (CASD's Inverted Attention)."""
-        return view.x
+        self, stage: RefinementStage, views: List[MILOutputs], targets: List[List[ImageTargets]]
+    ) -> List[torch.Tensor]:
+        """Per view, the features (R, fc_dim) that ``stage`` classifies in training: the box-head
+        features; subclasses may alter them (CASD's Inverted Attention)."""
+        return [v.x for v in views]
 
     def predict(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
         """Per-proposal outputs before NMS, in the coordinates of ``proposals``.
@@ -326,7 +362,7 @@ class RefinementROIHeads(WSODROIHeads):
         """
         mil = self.mil_outputs(features, proposals)
         num_rois = [len(p) for p in proposals]
-        outputs = [stage(mil.x) for stage in self.stages]
+        outputs = [self.stages[k](mil.x) for k in self.test_stages]
         scores = average_stage_scores(
             [logits for logits, _ in outputs], mil.roi_scores if self.test_include_mil else None
         )

@@ -7,19 +7,22 @@ proposals, transformed with the image by :meth:`WSODDatasetMapper.map_view` (fli
 resize), so each pass scores the same proposal list: per proposal, the scores (R, C) and the boxes
 ((R, 4), or (R, 4C) with box regression), mapped back to the original image, are averaged over
 the passes; then class-wise NMS and top-k as in the model's own inference. Each pass runs alone,
-so no padding from a larger pass changes its features.
+so no padding from a larger pass changes its features. With TEST.AUG.PROPOSAL_JITTER each pass
+scores its own random jitter of the proposals (in the pass's frame, seeded per image:
+:mod:`wsod_d2.modeling.wsod.proposal_jitter`), and the averages are over those jittered boxes.
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Instances
+from detectron2.structures import Boxes, Instances
 from torch.nn.parallel import DistributedDataParallel
 
 from wsod_d2.data.wsod.mapper import WSODDatasetMapper
+from wsod_d2.modeling.wsod.proposal_jitter import ProposalJitter
 
 __all__ = ["WSODRCNNWithTTA", "original_size_mapper", "boxes_to_original"]
 
@@ -59,6 +62,7 @@ class WSODRCNNWithTTA(nn.Module):
         min_sizes: Sequence[int],
         max_size: int,
         flip: bool,
+        jitter: Optional[ProposalJitter] = None,
     ):
         super().__init__()
         if isinstance(model, DistributedDataParallel):
@@ -70,6 +74,7 @@ class WSODRCNNWithTTA(nn.Module):
         self.min_sizes = tuple(min_sizes)
         self.max_size = max_size
         self.flip = flip
+        self.jitter = jitter
 
     @classmethod
     def from_config(cls, cfg, model):
@@ -79,6 +84,7 @@ class WSODRCNNWithTTA(nn.Module):
             "min_sizes": cfg.TEST.AUG.MIN_SIZES,
             "max_size": cfg.TEST.AUG.MAX_SIZE,
             "flip": cfg.TEST.AUG.FLIP,
+            "jitter": ProposalJitter.from_config(cfg),
         }
 
     def forward(self, batched_inputs: List[Dict]) -> List[Dict]:
@@ -112,8 +118,14 @@ class WSODRCNNWithTTA(nn.Module):
         original_size = image.shape[:2]
         totals = None
         num_passes = 0
+        generator = None if self.jitter is None else self.jitter.generator(inp.get("image_id"))
         for augmentations, flipped in self.passes(original_size[1]):
             tensor, proposals = self.mapper.map_view(image, boxes, logits, augmentations)
+            if self.jitter is not None:
+                jittered = self.jitter(
+                    proposals.proposal_boxes.tensor, proposals.image_size, generator
+                )
+                proposals.proposal_boxes = Boxes(jittered)
             pass_boxes, scores, image_scores = self.predict_one(tensor, proposals)
             pass_boxes = boxes_to_original(pass_boxes, proposals.image_size, original_size, flipped)
             outputs = (pass_boxes, scores, image_scores)

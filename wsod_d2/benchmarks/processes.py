@@ -3,9 +3,9 @@ the memory benchmarks (no psutil: /proc is read directly)."""
 
 import json
 import os
+import resource
 import signal
 import subprocess
-import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional
@@ -16,6 +16,8 @@ MIB = 1024**2
 GIB = 1024**3
 # Seconds between two looks at the machine's available memory while children run.
 POLL_S = 0.5
+# A benchmark child's OOM score adjustment: the highest, so the kernel kills it first.
+OOM_SCORE_ADJ = 1000
 
 
 def _kib_fields(path: str) -> Dict[str, int]:
@@ -71,29 +73,45 @@ def wait_for_all(directory: str, stage: str, rank: int, world: int, timeout_s: f
 
 
 def run_guarded(
-    module: str, specs: List[Dict[str, Any]], *, min_available_gib: float, timeout_s: float
+    command: List[str],
+    specs: List[Dict[str, Any]],
+    *,
+    min_available_gib: float,
+    timeout_s: float,
+    max_data_gib: float,
 ) -> List[Dict[str, Any]]:
     """
-    Run ``python -m module <json spec>`` once per spec, all at once, each in its own process
-    group (its DataLoader workers with it), and return the JSON object each prints last. If the
-    machine's available memory falls under ``min_available_gib`` the whole set is killed and
-    each result is ``{"killed": "..."}``, so a measurement that does not fit ends instead of the
-    machine.
+    Run ``command + [json spec]`` (e.g. ``[sys.executable, "-m", module]``) once per spec, all
+    at once, each in its own process group (its DataLoader workers with it), and return the
+    JSON object each prints last.
+
+    Memory is bounded three ways, so that a measurement that does not fit ends instead of the
+    machine: each child's heap and private mappings are limited to ``max_data_gib``
+    (RLIMIT_DATA: past it an allocation raises MemoryError; the store's read-only file mappings
+    do not count), its OOM score is raised so that the kernel kills it before another job, and
+    the whole set is killed when the machine's available memory falls under
+    ``min_available_gib``. Such a child's result is ``{"killed": "why"}``; one that fails
+    otherwise raises RuntimeError.
     """
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", module, json.dumps(spec)],
+    limit = int(max_data_gib * GIB)
+    procs = []
+    for spec in specs:
+        proc = subprocess.Popen(
+            [*command, json.dumps(spec)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
         )
-        for spec in specs
-    ]
+        # set from here rather than in a preexec_fn, which is unsafe in a threaded parent
+        resource.prlimit(proc.pid, resource.RLIMIT_DATA, (limit, limit))
+        with open(f"/proc/{proc.pid}/oom_score_adj", "w") as f:
+            f.write(str(OOM_SCORE_ADJ))
+        procs.append(proc)
     outputs: List[Any] = [None] * len(procs)
 
     def drain(i):  # read the pipes as the child writes, or a full pipe would stall it
@@ -102,28 +120,35 @@ def run_guarded(
     threads = [threading.Thread(target=drain, args=(i,), daemon=True) for i in range(len(procs))]
     for t in threads:
         t.start()
-    killed, start = None, time.monotonic()
+    reason, killed, start = None, set(), time.monotonic()
     while any(p.poll() is None for p in procs):
-        low = available_gib() < min_available_gib
-        late = time.monotonic() - start > timeout_s
-        if (low or late) and killed is None:
-            killed = (
-                f"killed: the machine's available memory fell under {min_available_gib:g} GiB"
-                if low
-                else f"killed: over {timeout_s:g} s"
-            )
-            for p in procs:
-                if p.poll() is None:
+        if reason is None:
+            if available_gib() < min_available_gib:
+                reason = f"killed: available memory fell under {min_available_gib:g} GiB"
+            elif time.monotonic() - start > timeout_s:
+                reason = f"killed: over {timeout_s:g} s"
+            elif any(p.returncode not in (None, 0) for p in procs):
+                reason = "killed: another process of the run failed"  # it would wait for it
+            for i, p in enumerate(procs):
+                if reason and p.poll() is None:
                     os.killpg(p.pid, signal.SIGKILL)
+                    killed.add(i)
         time.sleep(POLL_S)
     for t in threads:
         t.join()
-    if killed:
-        return [{"killed": killed} for _ in procs]
-    results = []
-    for p, (out, err) in zip(procs, outputs):
-        lines = [line for line in out.splitlines() if line.startswith("{")]
-        if p.returncode != 0 or not lines:
-            raise RuntimeError(f"benchmark child failed (exit {p.returncode}):\n{err[-3000:]}")
-        results.append(json.loads(lines[-1]))
-    return results
+    return [
+        {"killed": reason} if i in killed else _result(p, *outputs[i], max_data_gib)
+        for i, p in enumerate(procs)
+    ]
+
+
+def _result(proc: subprocess.Popen, out: str, err: str, max_data_gib: float) -> Dict[str, Any]:
+    """The JSON object a child printed last, or why it has none."""
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    if "MemoryError" in err:
+        return {"killed": f"out of memory: over the {max_data_gib:.1f} GiB limit of a process"}
+    if proc.returncode == -signal.SIGKILL:
+        return {"killed": "killed by the kernel (out of memory)"}
+    raise RuntimeError(f"benchmark child failed (exit {proc.returncode}):\n{err[-3000:]}")

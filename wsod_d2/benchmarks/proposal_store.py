@@ -21,8 +21,11 @@ in a fresh process that has imported torch, detectron2 and wsod_d2 as a training
   and worker once all have read.
 
 A run is started only when its estimated peak (from the previous size's measured peak,
-linearly) fits MEM_BUDGET_GIB, and killed if the machine's available memory still falls under
-MIN_AVAILABLE_GIB: what does not fit is reported as such.
+linearly; for the loader, the open run's peak times PROCESSES) fits the budget, MEM_BUDGET_GIB
+or the machine's available memory less MIN_AVAILABLE_GIB if smaller. Each child is limited to
+its share of the budget and killed first by the kernel, and the run is killed if the machine's
+available memory still falls under MIN_AVAILABLE_GIB (:func:`~.processes.run_guarded`): what
+does not fit is a row that says so.
 """
 
 import gc
@@ -68,7 +71,8 @@ WORKERS = 2
 IMAGES_READ = 10000
 # Images per DataLoader batch in the loader runs (fewer round trips between worker and process).
 BATCH_SIZE = 16
-# Sum of the estimated peak RSS of the children of one run must fit this.
+# Sum of the estimated peak RSS of the children of one run must fit this (and each child's
+# heap is limited to its share).
 MEM_BUDGET_GIB = 16.0
 # The guard kills a run's children when the machine's available memory falls under this.
 MIN_AVAILABLE_GIB = 2.0
@@ -76,7 +80,8 @@ MIN_AVAILABLE_GIB = 2.0
 CHILD_TIMEOUT_S = 1800
 CACHE_ENV = "WSOD_D2_BENCHMARK_CACHE"
 DEFAULT_CACHE = "~/.cache/wsod_d2/benchmark"
-_MODULE = "wsod_d2.benchmarks.proposal_store"
+# How the benchmark starts a fresh process that measures one spec (_child).
+_CHILD = [sys.executable, "-m", "wsod_d2.benchmarks.proposal_store"]
 
 
 def cache_dir() -> str:
@@ -277,7 +282,11 @@ def benchmark_proposal_memory(
             progress(f"open: {kind}, {n} images")
             spec = dict(base_spec, mode="open", kind=kind, path=path, num_images=n)
             (result,) = run_guarded(
-                _MODULE, [spec], min_available_gib=min_available_gib, timeout_s=CHILD_TIMEOUT_S
+                _CHILD,
+                [spec],
+                min_available_gib=min_available_gib,
+                timeout_s=CHILD_TIMEOUT_S,
+                max_data_gib=budget,
             )
             rows["open"].append(dict(row, **result))
             if "killed" not in result:
@@ -298,7 +307,9 @@ def _loader_row(row, spec, opened, processes, budget, min_available_gib, cache):
     estimate = processes * opened["after"]["peak_rss"] * MIB / GIB
     if estimate > budget:
         return dict(
-            row, note=f"not run: {processes} x {estimate / processes:.1f} GiB peak > budget"
+            row,
+            note=f"not run: {processes} x {estimate / processes:.1f} GiB estimated peak > "
+            f"{budget:.1f} GiB budget",
         )
     barrier = tempfile.mkdtemp(dir=cache, prefix=".barrier.")
     specs = [
@@ -306,13 +317,18 @@ def _loader_row(row, spec, opened, processes, budget, min_available_gib, cache):
         for r in range(processes)
     ]
     results = run_guarded(
-        _MODULE, specs, min_available_gib=min_available_gib, timeout_s=CHILD_TIMEOUT_S
+        _CHILD,
+        specs,
+        min_available_gib=min_available_gib,
+        timeout_s=CHILD_TIMEOUT_S,
+        max_data_gib=budget / processes,
     )
     for name in os.listdir(barrier):
         os.remove(os.path.join(barrier, name))
     os.rmdir(barrier)
-    if any("killed" in r for r in results):
-        return dict(row, note=results[0]["killed"])
+    killed = [r["killed"] for r in results if "killed" in r]
+    if killed:
+        return dict(row, note=killed[0])
     mains = [r["main"] for r in results]
     workers = [w for r in results for w in r["workers"]]
     return dict(

@@ -136,7 +136,7 @@ def _mib(value):
 def proposal_memory():
     r = benchmark_proposal_memory()
     header = ["path", "images", "open (s)", "open + checks + attach (s)", "serialise (s)"]
-    header += ["serialised (MiB)", "USS (MiB)", "USS over imports (MiB)", "anonymous (MiB)"]
+    header += ["serialised (MiB)", "USS (MiB)", "USS over imports (MiB)", "peak RSS (MiB)"]
     rows = []
     for row in r["open"]:
         cells = ["dicts only (no proposals)" if row["path"] == "none" else row["path"]]
@@ -148,7 +148,7 @@ def proposal_memory():
         cells.append("-" if row["open_s"] is None else f"{row['open_s']:.3f}")
         cells += [f"{row['attach_s']:.2f}", f"{row['serialize_s']:.2f}"]
         cells += [_mib(row["serialized_mib"]), _mib(after["uss"])]
-        cells += [_mib(after["uss"] - row["base"]["uss"]), _mib(after["anon"])]
+        cells += [_mib(after["uss"] - row["base"]["uss"]), _mib(after["peak_rss"])]
         rows.append(cells)
     _table(header, rows)
     base = [row["base"]["uss"] for row in r["open"] if "base" in row]

@@ -11,9 +11,10 @@ from detectron2.data import DatasetFromList
 
 from wsod_d2.data.proposals.attach import attach_proposals
 from wsod_d2.data.proposals.converters import convert_proposals
-from wsod_d2.data.proposals.io import save_proposal_file
+from wsod_d2.data.proposals.io import load_proposal_file, save_proposal_file
 from wsod_d2.data.proposals.references import STORE_KEY, image_proposals
-from wsod_d2.data.wsod.build import dataset_dicts_from_config
+from wsod_d2.data.proposals.store_writer import write_proposal_store
+from wsod_d2.data.wsod.build import build_wsod_train_loader, dataset_dicts_from_config
 from wsod_d2.data.wsod.mapper import WSODDatasetMapper
 from wsod_d2.data.wsod.multiview_mapper import MultiViewWSODDatasetMapper
 from wsod_d2.engine import WSODTrainer
@@ -203,6 +204,22 @@ def test_tiny_dataset_maps_the_same_proposals_from_store_and_pickle(tiny_both, v
                 pv["proposals"].proposal_boxes.tensor, sv["proposals"].proposal_boxes.tensor
             )
             assert torch.equal(pv["proposals"].objectness_logits, sv["proposals"].objectness_logits)
+
+
+def test_missing_ids_fail_when_the_train_loader_is_built(tiny_both, tmp_path):
+    """Before any worker starts (the loader starts at its first batch), naming the store."""
+    cfg = tiny_both[1].clone()
+    data = load_proposal_file(tiny_both[0].DATASETS.PROPOSAL_FILES_TRAIN[0])
+    store = str(tmp_path / "two_missing.store")
+    rows = zip(data["ids"], data["boxes"], data["objectness_logits"])
+    write_proposal_store(store, [row for i, row in enumerate(rows) if i not in (3, 5)])
+    cfg.DATASETS.PROPOSAL_FILES_TRAIN = (store,)
+    with pytest.raises(ValueError) as e:
+        build_wsod_train_loader(cfg)
+    missing = f"{data['ids'][3]!r}, {data['ids'][5]!r}"
+    assert f"proposal store {store}: image id {data['ids'][3]!r}" in str(e.value)
+    assert f"2 of {len(data['ids'])} dataset images are missing: {missing}" in str(e.value)
+    build_wsod_train_loader(tiny_both[1])  # the full store passes
 
 
 def test_tiny_training_with_stores(tiny_both):

@@ -62,6 +62,8 @@ PRESETS = {
             "oicr_full",
             "cln_baseline",
             "cln_full",
+            "release",
+            "release_wsddn",
         )
     ],
     "wsol": [

@@ -147,7 +147,7 @@ class ProposalStoreWriter:
         repeated = np.flatnonzero(ids[order][1:] == ids[order][:-1])
         if len(repeated):
             raise ValueError(
-                f"proposal store {self.path}: image id {ids[order][repeated[0]]!r} appears more "
+                f"proposal store {self.path}: image id {str(ids[order][repeated[0]])!r} appears more "
                 f"than once ({len(repeated)} repeated ids; ids are compared as str)"
             )
         return ids, order.astype(np.int64)

@@ -27,6 +27,7 @@ import os
 from wsod_d2.benchmarks.casd import benchmark_casd_overhead
 from wsod_d2.benchmarks.data_path import STAGES, benchmark_data_path
 from wsod_d2.benchmarks.mixed_precision import BF16_ATOL, BF16_RTOL
+from wsod_d2.benchmarks.processes import GIB
 from wsod_d2.benchmarks.proposal_store import benchmark_proposal_memory
 from wsod_d2.benchmarks.pseudo_labels import (
     benchmark_labellers_vs_authors,
@@ -47,12 +48,11 @@ STEP_CONFIGS = (
 # The recipe whose settings each labeller is timed at.
 LABELLER_CONFIGS = ("oicr_vgg16", "pcl_vgg16", "mist_reg_vgg16")
 DATA_PATH_CONFIGS = ("oicr_vgg16.yaml", "casd/full.yaml", "casd/full_aug.yaml")
-GIB = 2.0**30
 
 
-def pseudo_labels(device):
+def pseudo_labels(args):
     print("| labeller | R | ms |\n|---|---|---|")
-    for row in benchmark_pseudo_labellers(device=device):
+    for row in benchmark_pseudo_labellers(device=args.device):
         print(f"| {row['labeller']} | {row['R']} | {row['ms']:.2f} |")
 
 
@@ -66,12 +66,12 @@ def _table(header, rows):
     print("\n".join("| " + " | ".join(str(c) for c in line) + " |" for line in lines))
 
 
-def step(device, args):
+def step(args):
     results = {}
     for name in args.step_configs:
         results[name] = benchmark_step(
             os.path.join(VOC, f"{name}.yaml"),
-            device=device,
+            device=args.device,
             scale_factor=args.scale_factor,
             num_proposals=args.num_proposals,
             repeats=args.repeats,
@@ -109,7 +109,7 @@ def step(device, args):
         [os.path.join(VOC, f"{name}.yaml") for name in LABELLER_CONFIGS],
         sizes=args.labeller_rois,
         repeats=args.repeats,
-        device=device,
+        device=args.device,
         authors=args.authors_code,
     )
     print()
@@ -120,9 +120,8 @@ def step(device, args):
     print("".join(f"\n{note}" for note in notes))
 
 
-def casd(device):
-    path = os.path.join(REPO, "configs", "PascalVOC-Detection", "casd", "full.yaml")
-    r = benchmark_casd_overhead(path, device=device)
+def casd(args):
+    r = benchmark_casd_overhead(os.path.join(VOC, "casd", "full.yaml"), device=args.device)
     print(f"| step over the {r['num_views']} views | s | overhead |\n|---|---|---|")
     print(f"| plain refinement, one view at a time, summed | {r['views_s']:.2f} | - |")
     for v in r["variants"]:
@@ -172,32 +171,26 @@ def proposal_memory():
 
 def data_path():
     rows = benchmark_data_path([os.path.join(VOC, c) for c in DATA_PATH_CONFIGS])
-    print(
-        "| config | mapper | views | images/s per core | ms/image | "
-        + " | ".join(f"{stage} (ms)" for stage in STAGES)
-        + " |"
-    )
-    print("|---" * (5 + len(STAGES)) + "|")
-    for r in rows:
-        ms = [r["breakdown"][stage] for stage in STAGES]
-        stages = " | ".join("-" if m is None else f"{m:.1f}" for m in ms)
-        print(
-            f"| {os.path.relpath(r['config'], VOC)} | {r['mapper']} | {r['views']} | "
-            f"{r['images_per_s']:.1f} | {r['ms_per_image']:.1f} | {stages} |"
-        )
+    header = ["config", "mapper", "views", "images/s per core", "ms/image"]
+    _table(header + [f"{stage} (ms)" for stage in STAGES], [
+        [os.path.relpath(r["config"], VOC), r["mapper"], r["views"], f"{r['images_per_s']:.1f}",
+         f"{r['ms_per_image']:.1f}",
+         *("-" if r["breakdown"][s] is None else f"{r['breakdown'][s]:.1f}" for s in STAGES)]
+        for r in rows
+    ])  # fmt: skip
 
 
 DATA_PARTS = {"proposal-memory": proposal_memory, "data-path": data_path}
 
 
-def data(device, args):
+def data(args):
     for name in args.data_parts:
         print(f"### {name}\n")
         DATA_PARTS[name]()
         print()
 
 
-def wsol_metrics(device, args):
+def wsol_metrics(args):
     r = benchmark_wsol_metrics()
     print("| implementation | maps/s |\n|---|---|")
     print(f"| wsod_d2 | {r['maps_per_s']:.0f} |")
@@ -221,8 +214,6 @@ SECTIONS = {
     "wsol-metrics": wsol_metrics,
     "data": data,
 }
-# Sections with options of their own get the parsed arguments too.
-SECTIONS_WITH_ARGS = ("step", "wsol-metrics", "data")
 
 
 def _checkouts(text):
@@ -301,10 +292,7 @@ def main():
     args = parser.parse_args()
     for name in args.only or SECTIONS:
         print(f"\n## {name}\n")
-        if name in SECTIONS_WITH_ARGS:
-            SECTIONS[name](args.device, args)
-        else:
-            SECTIONS[name](args.device)
+        SECTIONS[name](args)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def benchmark_casd_overhead(
     )
     plain = build_model(plain_cfg).train()
     with tempfile.TemporaryDirectory() as tmp:
-        record = input_record(tmp, min(scales), 2 * num_proposals, 20)
+        record = input_record(tmp, min(scales), 2 * num_proposals, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         batch = [MultiViewWSODDatasetMapper(cfg)(record)]
     views = [
         [{"image": v["image"], "proposals": v["proposals"], "image_labels": x["image_labels"]}]

@@ -123,11 +123,10 @@ def benchmark_data_path(
     num_proposals: int = 2000,
     repeats: int = 3,
     seed: int = 0,
-    profile: bool = True,
 ) -> List[Dict]:
     """Per config: its training mapper ("mapper", the class name), "views" per image,
     "images_per_s" and "ms_per_image" (median over ``repeats`` passes over ``num_images`` images,
-    after one warm-up pass, each pass from the same numpy seed), and with ``profile`` the
+    after one warm-up pass, each pass from the same numpy seed), and the
     "breakdown" of ms per image by stage (from one extra profiled pass, which is slower)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -154,9 +153,8 @@ def benchmark_data_path(
                     "views": len(outputs[0].get("views", [outputs[0]])),
                     "images_per_s": len(dicts) / seconds,
                     "ms_per_image": 1000.0 * seconds / len(dicts),
+                    "breakdown": _breakdown(mapper, dicts, seed),
                 }
-                if profile:
-                    row["breakdown"] = _breakdown(mapper, dicts, seed)
                 rows.append(row)
     finally:
         torch.set_num_threads(threads)

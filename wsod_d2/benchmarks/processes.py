@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
+from wsod_d2.utils.env import REPO_ROOT
+
 __all__ = ["available_gib", "memory", "run_guarded", "wait_for_all"]
 
 MIB = 1024**2
@@ -93,9 +95,8 @@ def run_guarded(
     ``min_available_gib``. Such a child's result is ``{"killed": "why"}``; one that fails
     otherwise raises RuntimeError.
     """
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
     limit = int(max_data_gib * GIB)
     procs = []
     for spec in specs:

@@ -32,6 +32,7 @@ import gc
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -316,16 +317,16 @@ def _loader_row(row, spec, opened, processes, budget, min_available_gib, cache):
         dict(spec, mode="loader", rank=r, world=processes, barrier=barrier)
         for r in range(processes)
     ]
-    results = run_guarded(
-        _CHILD,
-        specs,
-        min_available_gib=min_available_gib,
-        timeout_s=CHILD_TIMEOUT_S,
-        max_data_gib=budget / processes,
-    )
-    for name in os.listdir(barrier):
-        os.remove(os.path.join(barrier, name))
-    os.rmdir(barrier)
+    try:
+        results = run_guarded(
+            _CHILD,
+            specs,
+            min_available_gib=min_available_gib,
+            timeout_s=CHILD_TIMEOUT_S,
+            max_data_gib=budget / processes,
+        )
+    finally:
+        shutil.rmtree(barrier)
     killed = [r["killed"] for r in results if "killed" in r]
     if killed:
         return dict(row, note=killed[0])

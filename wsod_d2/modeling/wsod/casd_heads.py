@@ -255,12 +255,12 @@ class CASDROIHeads(RefinementROIHeads):
         measured = [measure(v, t) for v, t in zip(views, targets)]
         num_views, num_images = len(views), len(targets[0])
         chosen = [[] for _ in range(num_views)]
+        per_image = [
+            {k: m[k].split(m["counts"]) for k in ("before", "after", "y")} for m in measured
+        ]
         for i in range(num_images):
             # (before, after, y) of image i, each the concatenation over the views
-            parts = [
-                torch.cat([m[key].split(m["counts"])[i] for m in measured])
-                for key in ("before", "after", "y")
-            ]
+            parts = [torch.cat([p[key][i] for p in per_image]) for key in ("before", "after", "y")]
             sizes = [m["counts"][i] for m in measured]
             for v, c in enumerate(select(*parts).split(sizes)):
                 chosen[v].append(c)

@@ -143,8 +143,8 @@ class RoISupervision:
         """(classification, regression or None) losses of one image in one view, whose x axis
         is mirrored when ``x_sign`` is -1. logits: (R, C+1); deltas: (R, 4(C+1)) or None."""
         box_targets = targets.box_targets
-        if box_targets is not None:
-            box_targets = box_targets * box_targets.new_tensor([x_sign, 1.0, 1.0, 1.0])
+        if box_targets is not None and x_sign < 0:  # a mirrored view's x deltas change sign
+            box_targets = torch.cat([-box_targets[:, :1], box_targets[:, 1:]], dim=1)
         if targets.sample is not None:
             return sampled_stage_losses(
                 logits, deltas, targets.labels, targets.sample, box_targets, self.smooth_l1_beta

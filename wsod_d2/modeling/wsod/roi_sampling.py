@@ -57,11 +57,11 @@ def sample_rois(
     """Indices of at most ``num_fg`` foreground (label > 0) and ``num_bg`` background (label 0)
     RoIs, drawn uniformly without replacement, foreground first. labels: (R,) from
     :func:`sampler_labels`."""
+    # Drawn on the generator's device (CPU without one): one seed, one sample on any device.
+    device = "cpu" if generator is None else generator.device
     picks = []
     for group, limit in ((labels > 0, num_fg), (labels == 0, num_bg)):
         index = group.nonzero()[:, 0]
-        # Drawn on the generator's device (CPU without one): one seed, one sample on any device.
-        device = "cpu" if generator is None else generator.device
         order = torch.randperm(len(index), generator=generator, device=device)
         picks.append(index[order[:limit].to(index.device)])
     return torch.cat(picks)

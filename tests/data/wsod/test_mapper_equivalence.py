@@ -23,6 +23,7 @@ from wsod_d2.data.wsod.mapper import (
     dedup_boxes,
     transform_boxes,
 )
+from wsod_d2.data.wsod.ssd_photometric import SSDPhotometricTransform
 from wsod_d2.testing import REPO_ROOT
 
 VOC = os.path.join(REPO_ROOT, "configs", "PascalVOC-Detection")
@@ -252,6 +253,14 @@ def box_transforms(rng, width, height):
         T.CropTransform(3, 5, width - 7, height - 9),
         T.ColorTransform(lambda x: x),
         T.PILColorTransform(lambda x: x),
+        SSDPhotometricTransform(
+            brightness=3.0,
+            contrast=1.2,
+            saturation=1.0,
+            hue=0.0,
+            contrast_first=True,
+            image_format="RGB",
+        ),
         T.RotationTransform(height, width, 30.0),
     ]
 

@@ -39,25 +39,30 @@ def check_image_boxes(
         boxes: (N, 4) float32 XYXY_ABS
         logits: (N,) float32
     """
-    where = describe(proposal_file, record)
+
+    def where() -> str:  # built only for an error: this runs for every image
+        return describe(proposal_file, record)
+
     if len(boxes) == 0:
-        raise ValueError(f"{where} has zero proposals")
+        raise ValueError(f"{where()} has zero proposals")
     finite = np.isfinite(boxes).all(axis=1)
     if not finite.all():
         i = int(np.flatnonzero(~finite)[0])
-        raise ValueError(f"{where}: proposal {i} is not finite: {boxes[i].tolist()}")
+        raise ValueError(f"{where()}: proposal {i} is not finite: {boxes[i].tolist()}")
     if not np.isfinite(logits).all():
         i = int(np.flatnonzero(~np.isfinite(logits))[0])
-        raise ValueError(f"{where}: objectness logit {i} is not finite: {logits[i]}")
+        raise ValueError(f"{where()}: objectness logit {i} is not finite: {logits[i]}")
     malformed = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
     if malformed.any():
         i = int(np.flatnonzero(malformed)[0])
         raise ValueError(
-            f"{where}: proposal {i} {boxes[i].tolist()} has x2 < x1 or y2 < y1 "
+            f"{where()}: proposal {i} {boxes[i].tolist()} has x2 < x1 or y2 < y1 "
             f"({int(malformed.sum())} such boxes); boxes must be XYXY_ABS"
         )
     if "height" not in record or "width" not in record:
-        raise ValueError(f"{where}: the dataset dict lacks 'height'/'width' to check boxes against")
+        raise ValueError(
+            f"{where()}: the dataset dict lacks 'height'/'width' to check boxes against"
+        )
     height, width = float(record["height"]), float(record["width"])
     tol = bounds_tolerance
     outside = (
@@ -69,7 +74,7 @@ def check_image_boxes(
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
         raise ValueError(
-            f"{where}: {int(outside.sum())} proposal(s) lie outside the image "
+            f"{where()}: {int(outside.sum())} proposal(s) lie outside the image "
             f"(width {width:g}, height {height:g}) by more than {tol:g} px, first: proposal {i} "
             f"{boxes[i].tolist()}. Check the coordinate convention: boxes must be 0-based "
             "(x1, y1, x2, y2); swapped (y, x) columns or 1-based boxes give this error."

@@ -146,8 +146,9 @@ class ProposalStoreWriter:
         order = np.argsort(ids, kind="stable")
         repeated = np.flatnonzero(ids[order][1:] == ids[order][:-1])
         if len(repeated):
+            first = str(ids[order][repeated[0]])  # a plain str: numpy 2 shows np.str_ in a repr
             raise ValueError(
-                f"proposal store {self.path}: image id {str(ids[order][repeated[0]])!r} appears more "
+                f"proposal store {self.path}: image id {first!r} appears more "
                 f"than once ({len(repeated)} repeated ids; ids are compared as str)"
             )
         return ids, order.astype(np.int64)

@@ -15,6 +15,7 @@ from wsod_d2.data.common import read_image_checked
 from wsod_d2.data.proposals.references import STORE_KEY, image_proposals
 from wsod_d2.data.wsod.gt_leak import gt_leak_from_config, prepend_leaked_gt
 from wsod_d2.data.wsod.photometric import build_photometric_augmentation
+from wsod_d2.data.wsod.ssd_photometric import SSDPhotometricTransform
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ AXIS_SEPARABLE_TRANSFORMS = (
     T.CropTransform,
     T.ColorTransform,
     T.PILColorTransform,
+    SSDPhotometricTransform,
 )
 
 

@@ -214,10 +214,11 @@ class RefinementROIHeads(WSODROIHeads):
             smooth_l1_beta=cfg.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA,
             test_include_mil=r.TEST_INCLUDE_MIL,
             test_box_average=r.TEST_BOX_AVERAGE,
-            frcnn_fg_iou=r.FG_IOU,
-            frcnn_bg_iou=r.BG_IOU,
+            # Spelled out in full: tests/test_config_keys.py finds each key's reader by its path.
+            frcnn_fg_iou=cfg.MODEL.REFINEMENT.FG_IOU,
+            frcnn_bg_iou=cfg.MODEL.REFINEMENT.BG_IOU,
             frcnn_tie_to_first=tie_to_first(cfg),
-            loss_weight=r.LOSS_WEIGHT,
+            loss_weight=cfg.MODEL.REFINEMENT.LOSS_WEIGHT,
             view_labels=r.VIEW_LABELS,
             test_stages=r.TEST_STAGES,
         )

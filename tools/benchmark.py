@@ -135,25 +135,36 @@ def _mib(value):
 def proposal_memory():
     r = benchmark_proposal_memory()
     header = ["path", "images", "open (s)", "open + checks + attach (s)", "serialise (s)"]
-    header += ["serialised (MiB)", "USS (MiB)", "USS over imports (MiB)", "peak RSS (MiB)"]
-    rows = []
+    header += ["serialised (MiB)", "USS before / after the heap trim (MiB)", "anonymous (MiB)"]
+    header += ["USS over imports (MiB)", "peak RSS (MiB)"]
+    rows, measured = [], {}
     for row in r["open"]:
         cells = ["dicts only (no proposals)" if row["path"] == "none" else row["path"]]
         cells.append(row["images"])
         if "after" not in row:  # not run, or killed: say why
-            rows.append(cells + [row.get("note") or row["killed"]] + [""] * 6)
+            rows.append(cells + [row.get("note") or row["killed"]] + [""] * 7)
             continue
         after = row["after"]
+        measured.setdefault(cells[0], []).append((row["images"], after))
         cells.append("-" if row["open_s"] is None else f"{row['open_s']:.3f}")
         cells += [f"{row['attach_s']:.2f}", f"{row['serialize_s']:.2f}"]
-        cells += [_mib(row["serialized_mib"]), _mib(after["uss"])]
-        cells += [_mib(after["uss"] - row["base"]["uss"]), _mib(after["peak_rss"])]
+        cells += [_mib(row["serialized_mib"]), f"{_mib(row['held']['uss'])} / {_mib(after['uss'])}"]
+        cells += [_mib(after["anon"]), _mib(after["uss"] - row["base"]["uss"])]
+        cells.append(_mib(after["peak_rss"]))
         rows.append(cells)
     _table(header, rows)
-    base = [row["base"]["uss"] for row in r["open"] if "base" in row]
+    print()
+    for path, sizes in measured.items():
+        (n0, first), (n1, last) = sizes[0], sizes[-1]
+        growth = {k: 100 * (last[k] / first[k] - 1) for k in ("uss", "anon")}
+        print(f"{path}: from {n0} to {n1} images, USS {growth['uss']:+.1f}%, anonymous "
+              f"{growth['anon']:+.1f}%.")  # fmt: skip
+    base = [(row["base"]["uss"], row["base"]["anon"]) for row in r["open"] if "base" in row]
     if base:
-        print(f"\nUSS after importing torch, detectron2 and wsod_d2, before any dataset: "
-              f"{min(base):.0f}-{max(base):.0f} MiB.\n")  # fmt: skip
+        uss, anon = zip(*base)
+        print(f"\nAfter importing torch, detectron2 and wsod_d2, before any dataset: USS "
+              f"{min(uss):.0f}-{max(uss):.0f} MiB, anonymous "
+              f"{min(anon):.0f}-{max(anon):.0f} MiB.\n")  # fmt: skip
     header = ["path", "images", "images read per process", "main process: anonymous / USS (MiB)"]
     header += ["worker USS (MiB, max)", "PSS of all: anonymous / mapped files (MiB)"]
     rows = []

@@ -13,8 +13,10 @@ in a fresh process that has imported torch, detectron2 and wsod_d2 as a training
 - **open**: N synthetic dataset dicts (COCO-like: file name, id, size, image labels), proposals
   attached with :func:`wsod_d2.data.proposals.attach.attach_proposals` (pickle: load, check,
   attach the arrays; store: open, check the index, attach references), then detectron2's
-  ``DatasetFromList`` serialisation as ``build_detection_train_loader`` does; time, and memory
-  after (USS, anonymous, peak RSS; :func:`wsod_d2.benchmarks.processes.memory`).
+  ``DatasetFromList`` serialisation as ``build_detection_train_loader`` does, and the heap trim
+  the WSOD loaders make then (:func:`wsod_d2.utils.heap.release_free_heap`); time, and memory
+  before the trim ("held") and after (USS, anonymous, peak RSS;
+  :func:`wsod_d2.benchmarks.processes.memory`).
 - **loader**: PROCESSES such processes at once (as one per GPU), each with a DataLoader of
   WORKERS workers reading the proposals of IMAGES_READ images spread over the dataset (the
   mapper's :func:`~wsod_d2.data.proposals.references.image_proposals`); memory of each process
@@ -51,6 +53,7 @@ from wsod_d2.benchmarks.processes import (
 from wsod_d2.data.proposals.io import save_proposal_file
 from wsod_d2.data.proposals.store import ProposalStore
 from wsod_d2.data.proposals.store_writer import write_proposal_store
+from wsod_d2.utils.heap import release_free_heap
 
 __all__ = ["benchmark_proposal_memory", "ensure_synthetic_store", "synthetic_dicts"]
 
@@ -224,7 +227,9 @@ def _child(spec: Dict[str, Any]) -> Dict[str, Any]:
     serialize_s = time.perf_counter() - start
     del attached
     gc.collect()
-    out = {"base": base, "after": memory(), "open_s": open_s, "attach_s": attach_s}
+    held = memory()
+    release_free_heap()  # as the WSOD loaders do once their dataset is serialised
+    out = {"base": base, "held": held, "after": memory(), "open_s": open_s, "attach_s": attach_s}
     out.update(serialize_s=serialize_s, serialized_mib=dataset._lst.nbytes / MIB)
     if spec["mode"] == "loader":
         out.update(_read_with_workers(dataset, spec))

@@ -18,6 +18,7 @@ from wsod_d2.data.wsod.checks import check_image_files, check_num_classes
 from wsod_d2.data.wsod.gt_leak import refuse_gt_leak, warn_gt_leak
 from wsod_d2.data.wsod.mapper import WSODDatasetMapper
 from wsod_d2.data.wsod.multiview_mapper import MultiViewWSODDatasetMapper
+from wsod_d2.utils.heap import release_free_heap
 from wsod_d2.utils.locks import exclusive_lock
 
 logger = logging.getLogger(__name__)
@@ -137,9 +138,12 @@ def build_wsod_train_loader(cfg, mapper=None):
     )
     if mapper is None:
         mapper = build_wsod_train_mapper(cfg)
+    loader = build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
+    del dicts  # serialised by the loader: the dicts themselves go before the heap is trimmed
+    release_free_heap()
     # Started at the first batch, when the trainer has written the (resumed) iteration that
     # mappers read (wsod_d2.data.progress).
-    return DeferredLoader(build_detection_train_loader(cfg, mapper=mapper, dataset=dicts))
+    return DeferredLoader(loader)
 
 
 def check_wsod_test_data(cfg):
@@ -159,4 +163,9 @@ def build_wsod_test_loader(cfg, dataset_name: str, mapper=None):
     dicts = dataset_dicts_from_config(cfg, [dataset_name], [proposal_file], False)
     mapper = mapper or WSODDatasetMapper(cfg, False)
     warn_gt_leak(cfg, f"building the test loader of {dataset_name}")
-    return build_detection_test_loader(dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS)
+    loader = build_detection_test_loader(
+        dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS
+    )
+    del dicts  # serialised by the loader
+    release_free_heap()
+    return loader

@@ -13,6 +13,7 @@ from torch.utils.data import BatchSampler, DataLoader
 
 from wsod_d2.data.common import with_image_labels
 from wsod_d2.data.wsol.mapper import WSOLDatasetMapper
+from wsod_d2.utils.heap import release_free_heap
 
 
 def get_wsol_dataset_dicts(
@@ -38,7 +39,10 @@ def build_wsol_train_loader(cfg):
         is_train=True,
         labels_from_difficult=cfg.DATASETS.LABELS_FROM_DIFFICULT,
     )
-    return build_detection_train_loader(cfg, mapper=WSOLDatasetMapper(cfg, True), dataset=dicts)
+    loader = build_detection_train_loader(cfg, mapper=WSOLDatasetMapper(cfg, True), dataset=dicts)
+    del dicts  # serialised by the loader: the dicts themselves go before the heap is trimmed
+    release_free_heap()
+    return loader
 
 
 def build_wsol_test_loader(cfg, dataset_name: str) -> DataLoader:
@@ -47,6 +51,8 @@ def build_wsol_test_loader(cfg, dataset_name: str) -> DataLoader:
         [dataset_name], is_train=False, labels_from_difficult=cfg.DATASETS.LABELS_FROM_DIFFICULT
     )
     dataset = MapDataset(DatasetFromList(dicts, copy=False), WSOLDatasetMapper(cfg, False))
+    del dicts  # serialised by DatasetFromList
+    release_free_heap()
     batches = BatchSampler(
         InferenceSampler(len(dataset)), cfg.TEST.WSOL.IMS_PER_BATCH, drop_last=False
     )

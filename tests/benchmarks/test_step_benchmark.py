@@ -23,7 +23,8 @@ def test_step_benchmark_on_cpu(config):
         bf16=True,
     )
     assert r["peak_bytes"] is None and r["bf16_peak_bytes"] is None  # CUDA only
-    assert 0 < r["outside_s"] and r["share"] == r["outside_s"] / r["step_s"]
+    # the part outside backbone and fc6/fc7 is timed on its own: a share of the step, not all
+    assert 0 < r["outside_s"] < r["step_s"] and 0 < r["share"] < 1
     assert 0 < r["num_rois"] <= 40  # the mapper de-duplicates the random boxes
     assert min(r["bf16_step_s"], r["step_s"]) > 0
     assert "loss_mil" in r["bf16_losses"]

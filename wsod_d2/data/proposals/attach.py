@@ -16,16 +16,13 @@ from detectron2.structures import BoxMode
 
 from wsod_d2.data.proposals.checks import check_image_boxes, clip_and_sort, missing_ids_message
 from wsod_d2.data.proposals.conventions import check_conventions
-from wsod_d2.data.proposals.io import load_proposal_file
+from wsod_d2.data.proposals.io import check_box_mode, load_proposal_file
 from wsod_d2.data.proposals.references import attach_store
 from wsod_d2.data.proposals.store import is_proposal_store
 
 __all__ = ["attach_proposals"]
 
 logger = logging.getLogger(__name__)
-
-# Box modes attach_proposals can convert to XYXY_ABS without the image size.
-_ABS_MODES = (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
 
 
 def attach_proposals(
@@ -69,11 +66,7 @@ def attach_proposals(
         )
     data = load_proposal_file(proposal_file)
     mode = data["bbox_mode"]
-    if mode not in _ABS_MODES:
-        raise ValueError(
-            f"proposal file {proposal_file}: bbox_mode {mode.name} is not supported; "
-            f"use one of {[m.name for m in _ABS_MODES]}"
-        )
+    check_box_mode(mode, f"proposal file {proposal_file}")
     index_of: Dict[str, int] = {}
     for i, image_id in enumerate(data["ids"]):
         key = str(image_id)

@@ -8,18 +8,14 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 
 from wsod_d2.data.proposals.selective_search import skipped_images_file
-from wsod_d2.data.proposals.store import is_proposal_store
+from wsod_d2.data.proposals.store import source_kind
 
 __all__ = ["check_image_boxes", "clip_and_sort", "describe", "missing_ids_message"]
 
 
-def _kind(proposal_file: str) -> str:
-    return "proposal store" if is_proposal_store(proposal_file) else "proposal file"
-
-
 def describe(proposal_file: str, record: Dict[str, Any]) -> str:
     return (
-        f"{_kind(proposal_file)} {proposal_file}: image id {record['image_id']!r} "
+        f"{source_kind(proposal_file)} {proposal_file}: image id {record['image_id']!r} "
         f"(file_name {record.get('file_name', '<unknown>')!r})"
     )
 
@@ -91,11 +87,11 @@ def clip_and_sort(boxes: np.ndarray, logits: np.ndarray, width: float, height: f
     Returns:
         (boxes (N, 4), logits (N,)), new arrays
     """
-    clipped = boxes.copy()
+    order = np.argsort(-logits, kind="stable")
+    clipped = boxes[order]  # the one copy, clipped in place
     np.clip(clipped[:, 0::2], 0.0, float(width), out=clipped[:, 0::2])
     np.clip(clipped[:, 1::2], 0.0, float(height), out=clipped[:, 1::2])
-    order = np.argsort(-logits, kind="stable")
-    return clipped[order], logits[order]
+    return clipped, logits[order]
 
 
 def missing_ids_message(
@@ -106,7 +102,7 @@ def missing_ids_message(
 ) -> str:
     """Which images lack proposals, a sample of the file's ids, and the likely cause."""
     shown = ", ".join(repr(i) for i in file_ids[:5]) + (" ..." if len(file_ids) > 5 else "")
-    kind = _kind(proposal_file)
+    kind = source_kind(proposal_file)
     message = (
         f"{describe(proposal_file, missing[0])} has no proposals in the {kind.split()[1]} "
         f"({len(missing)} of {len(dataset_dicts)} dataset images are missing: "

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from detectron2.structures import BoxMode
 
-from wsod_d2.data.proposals.store import is_proposal_store
+from wsod_d2.data.proposals.store import source_kind
 
 __all__ = ["convention_problems", "check_conventions", "image_extents"]
 
@@ -151,10 +151,10 @@ def check_conventions(
     """ValueError naming ``proposal_file``, the evidence and the fix, if
     :func:`convention_problems` finds any."""
     problems = convention_problems(records, boxes_list, extents)
-    kind = "proposal store" if is_proposal_store(proposal_file) else "proposal file"
     if problems:
         raise ValueError(
-            f"{kind} {proposal_file} looks written in another coordinate convention: "
+            f"{source_kind(proposal_file)} {proposal_file} looks written in another coordinate "
+            "convention: "
             + "; and ".join(problems)
             + f". If the file is right, accept it with DATASETS.PROPOSAL_FILES_ACCEPTED "
             f"('{proposal_file}',)."

@@ -17,6 +17,7 @@ import scipy.io
 from detectron2.structures import BoxMode
 
 from wsod_d2.data.proposals.io import (
+    check_box_mode,
     proposal_image,
     rank_logits,
     read_proposal_pickle,
@@ -275,8 +276,7 @@ def iter_detectron2_pkl(
     """
     data = read_proposal_pickle(pkl_path)
     mode = data["bbox_mode"]
-    if mode not in (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS):
-        raise ValueError(f"{pkl_path}: bbox_mode {mode.name} is not supported (XYXY_ABS, XYWH_ABS)")
+    check_box_mode(mode, pkl_path)
     for i in _select_ids(data["ids"], image_ids, pkl_path):
         image_id, boxes, logits = proposal_image(data, i, pkl_path)
         yield image_id, BoxMode.convert(boxes, mode, BoxMode.XYXY_ABS), logits

@@ -25,9 +25,11 @@ import numpy as np
 from detectron2.structures import BoxMode
 
 __all__ = [
+    "ABS_BOX_MODES",
     "as_boxes",
     "as_logits",
     "atomic_pickle_dump",
+    "check_box_mode",
     "plain_id",
     "proposal_image",
     "read_proposal_pickle",
@@ -36,6 +38,19 @@ __all__ = [
     "save_proposal_file",
     "load_proposal_file",
 ]
+
+# Box modes a proposal source may use: convertible to XYXY_ABS without the image size.
+ABS_BOX_MODES = (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
+
+
+def check_box_mode(mode: BoxMode, source: str) -> None:
+    """ValueError naming ``source`` unless ``mode`` is one of ABS_BOX_MODES."""
+    if mode not in ABS_BOX_MODES:
+        raise ValueError(
+            f"{source}: bbox_mode {mode.name} is not supported; "
+            f"use one of {[m.name for m in ABS_BOX_MODES]}"
+        )
+
 
 # Detectron1 / wetectron key names, renamed on load exactly as detectron2 does.
 _LEGACY_KEYS = {"indexes": "ids", "scores": "objectness_logits"}

@@ -49,14 +49,15 @@ def _sizes(dataset_dicts: Sequence[Dict[str, Any]]) -> np.ndarray:
     ).reshape(-1, 2)
 
 
-def _suspects(store: ProposalStore, rows: np.ndarray, sizes: np.ndarray, tol: float) -> np.ndarray:
+def _suspects(
+    flags: np.ndarray, counts: np.ndarray, extents: np.ndarray, sizes: np.ndarray, tol: float
+) -> np.ndarray:
     """
     Positions of the dicts whose proposals may fail :func:`check_image_boxes`: no boxes, a
     flagged image (non-finite or malformed boxes), no size, or an extent beyond the image.
     Thresholds are rounded to float32 as the per-image check's comparisons of float32 boxes with
     a Python float are, so both agree on boxes at the limit.
     """
-    extents = np.asarray(store.extents[rows])
     low = np.float32(-tol)
     high = (sizes + tol).astype(np.float32)
     outside = (
@@ -65,8 +66,8 @@ def _suspects(store: ProposalStore, rows: np.ndarray, sizes: np.ndarray, tol: fl
         | (extents[:, 2] > high[:, 0])
         | (extents[:, 3] > high[:, 1])
     )
-    flagged = (np.asarray(store.flags[rows]) & (NON_FINITE | MALFORMED)) != 0
-    bad = (store.num_boxes(rows) == 0) | flagged | np.isnan(sizes).any(axis=1) | outside
+    flagged = (flags & (NON_FINITE | MALFORMED)) != 0
+    bad = (counts == 0) | flagged | np.isnan(sizes).any(axis=1) | outside
     return np.flatnonzero(bad)
 
 
@@ -96,12 +97,13 @@ def attach_store(
     if (rows < 0).any():
         missing = [dataset_dicts[i] for i in np.flatnonzero(rows < 0)]
         raise ValueError(missing_ids_message(store_path, missing, dataset_dicts, store.ids()))
-    sizes = _sizes(dataset_dicts)
-    for i in _suspects(store, rows, sizes, bounds_tolerance):
+    # the per-image index of the dataset's rows, gathered once
+    flags, counts = np.asarray(store.flags[rows]), store.num_boxes(rows)
+    extents = np.asarray(store.extents[rows])
+    for i in _suspects(flags, counts, extents, _sizes(dataset_dicts), bounds_tolerance):
         boxes, logits = store.read(int(rows[i]))
         check_image_boxes(boxes, logits, dataset_dicts[i], store_path, bounds_tolerance)
     if not accept_conventions:
-        extents = np.asarray(store.extents[rows])
         check_conventions(dataset_dicts, _StoreBoxes(store, rows), store_path, extents)
     path, uid = os.path.abspath(store_path), store.uid
     out = []
@@ -113,7 +115,7 @@ def attach_store(
         "Attached proposal store %s to %d images (%.1f proposals per image), by reference.",
         store_path,
         len(out),
-        float(store.num_boxes(rows).mean()) if len(rows) else 0.0,
+        float(counts.mean()) if len(rows) else 0.0,
     )
     return out
 

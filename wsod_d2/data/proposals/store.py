@@ -62,6 +62,7 @@ __all__ = [
     "has_meta",
     "is_proposal_store",
     "open_proposal_store",
+    "source_kind",
 ]
 
 # meta.json's "format"; its "version" is VERSION.
@@ -76,6 +77,11 @@ _ARRAYS = ("boxes", "logits", "offsets", "ids", "id_order", "extents", "flags")
 def is_proposal_store(path: str) -> bool:
     """Whether ``path`` names a store (a directory) rather than a proposal pickle (a file)."""
     return os.path.isdir(path)
+
+
+def source_kind(path: str) -> str:
+    """How errors name ``path``: "proposal store" or "proposal file"."""
+    return "proposal store" if is_proposal_store(path) else "proposal file"
 
 
 def has_meta(path: str) -> bool:

@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import numpy as np
 from detectron2.structures import BoxMode
 
-from wsod_d2.data.proposals.io import as_boxes, as_logits, plain_id
+from wsod_d2.data.proposals.io import as_boxes, as_logits, check_box_mode, plain_id
 from wsod_d2.data.proposals.store import FORMAT, MALFORMED, NON_FINITE, VERSION, has_meta
 
 __all__ = ["ProposalStoreWriter", "write_proposal_store"]
@@ -27,8 +27,6 @@ __all__ = ["ProposalStoreWriter", "write_proposal_store"]
 # Bytes of the .npy header reserved for boxes.npy / logits.npy (format 1.0, a multiple of 64 as
 # numpy's own): room for any shape, rewritten in place once the row count is known.
 _HEADER_BYTES = 128
-# Box modes the writer converts to XYXY_ABS without the image size.
-_ABS_MODES = (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
 
 
 def _npy_header(dtype: np.dtype, shape: Tuple[int, ...]) -> bytes:
@@ -92,11 +90,7 @@ class ProposalStoreWriter:
     def __init__(self, path: str, bbox_mode: BoxMode = BoxMode.XYXY_ABS):
         self.path = os.path.abspath(path)
         self.bbox_mode = BoxMode(bbox_mode)
-        if self.bbox_mode not in _ABS_MODES:
-            raise ValueError(
-                f"proposal store {path}: bbox_mode {self.bbox_mode.name} is not supported; "
-                f"use one of {[m.name for m in _ABS_MODES]}"
-            )
+        check_box_mode(self.bbox_mode, f"proposal store {path}")
         if os.path.exists(self.path) and not has_meta(self.path):
             raise FileExistsError(
                 f"{self.path} exists and is not a proposal store: choose another output path"

@@ -7,6 +7,7 @@ holds them for its whole run. ``malloc_trim(0)`` returns them; it exists in glib
 """
 
 import ctypes
+import functools
 import gc
 import logging
 from typing import Callable, Optional
@@ -15,16 +16,15 @@ __all__ = ["release_free_heap"]
 
 logger = logging.getLogger(__name__)
 
-_UNSET = object()
-_malloc_trim = _UNSET
 
-
+@functools.lru_cache(maxsize=None)
 def _find_malloc_trim() -> Optional[Callable[[int], int]]:
     """glibc's malloc_trim from the symbols this process has loaded; None elsewhere (musl,
     macOS, Windows)."""
     try:
         trim = ctypes.CDLL(None).malloc_trim
     except (AttributeError, OSError, TypeError):  # no such symbol, or no process handle
+        logger.info("libc has no malloc_trim: free heap memory stays with the process.")
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return trim
@@ -40,13 +40,9 @@ def release_free_heap() -> bool:
         whether the allocator could be asked (False where libc has no malloc_trim: then only
         the garbage is collected).
     """
-    global _malloc_trim
-    if _malloc_trim is _UNSET:
-        _malloc_trim = _find_malloc_trim()
-        if _malloc_trim is None:
-            logger.info("libc has no malloc_trim: free heap memory stays with the process.")
     gc.collect()
-    if _malloc_trim is None:
+    trim = _find_malloc_trim()
+    if trim is None:
         return False
-    _malloc_trim(0)
+    trim(0)
     return True

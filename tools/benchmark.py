@@ -24,6 +24,7 @@
 import argparse
 import os
 
+from wsod_d2.benchmarks.authors_code import REPOSITORIES
 from wsod_d2.benchmarks.casd import benchmark_casd_overhead
 from wsod_d2.benchmarks.data_path import STAGES, benchmark_data_path
 from wsod_d2.benchmarks.mixed_precision import BF16_ATOL, BF16_RTOL
@@ -36,9 +37,9 @@ from wsod_d2.benchmarks.pseudo_labels import (
 from wsod_d2.benchmarks.step import benchmark_step
 from wsod_d2.benchmarks.wsol_metrics import benchmark_wsol_metrics, benchmark_wsol_pool
 from wsod_d2.evaluation.wsol.pool import available_cores
+from wsod_d2.utils.env import REPO_ROOT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VOC = os.path.join(REPO, "configs", "PascalVOC-Detection")
+VOC = os.path.join(REPO_ROOT, "configs", "PascalVOC-Detection")
 # Every VOC recipe training a VGG16 WSOD detector, one per model: the VOC 07+12 and VOC 12 MIST
 # configs train mist_reg_vgg16's model at its scales; CASD's ablation rows are its parts.
 STEP_CONFIGS = (
@@ -51,9 +52,8 @@ DATA_PATH_CONFIGS = ("oicr_vgg16.yaml", "casd/full.yaml", "casd/full_aug.yaml")
 
 
 def pseudo_labels(args):
-    print("| labeller | R | ms |\n|---|---|---|")
-    for row in benchmark_pseudo_labellers(device=args.device):
-        print(f"| {row['labeller']} | {row['R']} | {row['ms']:.2f} |")
+    rows = benchmark_pseudo_labellers(device=args.device)
+    _table(["labeller", "R", "ms"], [[r["labeller"], r["R"], f"{r['ms']:.2f}"] for r in rows])
 
 
 def _gib(num_bytes):
@@ -122,10 +122,9 @@ def step(args):
 
 def casd(args):
     r = benchmark_casd_overhead(os.path.join(VOC, "casd", "full.yaml"), device=args.device)
-    print(f"| step over the {r['num_views']} views | s | overhead |\n|---|---|---|")
-    print(f"| plain refinement, one view at a time, summed | {r['views_s']:.2f} | - |")
-    for v in r["variants"]:
-        print(f"| {v['name']} | {v['s']:.2f} | {100 * v['overhead']:.0f}% |")
+    rows = [["plain refinement, one view at a time, summed", f"{r['views_s']:.2f}", "-"]]
+    rows += [[v["name"], f"{v['s']:.2f}", f"{100 * v['overhead']:.0f}%"] for v in r["variants"]]
+    _table([f"step over the {r['num_views']} views", "s", "overhead"], rows)
 
 
 def _mib(value):
@@ -142,7 +141,8 @@ def proposal_memory():
         cells = ["dicts only (no proposals)" if row["path"] == "none" else row["path"]]
         cells.append(row["images"])
         if "after" not in row:  # not run, or killed: say why
-            rows.append(cells + [row.get("note") or row["killed"]] + [""] * 7)
+            cells.append(row.get("note") or row["killed"])
+            rows.append(cells + [""] * (len(header) - len(cells)))
             continue
         after = row["after"]
         measured.setdefault(cells[0], []).append((row["images"], after))
@@ -171,7 +171,8 @@ def proposal_memory():
     for row in r["loader"]:
         cells = [row["path"], row["images"]]
         if "total_pss_anon" not in row:
-            rows.append(cells + [row["note"], "", "", ""])
+            cells.append(row["note"])
+            rows.append(cells + [""] * (len(header) - len(cells)))
             continue
         cells += [row["images_read"], f"{_mib(row['main_anon'])} / {_mib(row['main_uss'])}"]
         cells.append(_mib(row["worker_uss"]))
@@ -203,9 +204,10 @@ def data(args):
 
 def wsol_metrics(args):
     r = benchmark_wsol_metrics()
-    print("| implementation | maps/s |\n|---|---|")
-    print(f"| wsod_d2 | {r['maps_per_s']:.0f} |")
-    print(f"| reference protocol | {r['reference_maps_per_s']:.0f} |")
+    _table(["implementation", "maps/s"], [
+        ["wsod_d2", f"{r['maps_per_s']:.0f}"],
+        ["reference protocol", f"{r['reference_maps_per_s']:.0f}"],
+    ])  # fmt: skip
     print(f"\nspeed-up: {r['speedup']:.2f}x")
     counts = args.wsol_processes or range(1, available_cores() + 1)
     pool = benchmark_wsol_pool(counts, num_maps=args.wsol_maps)
@@ -230,8 +232,9 @@ SECTIONS = {
 def _checkouts(text):
     """Parse "pcl=PATH,wetectron=PATH" into {"pcl": PATH, "wetectron": PATH}."""
     pairs = [item.split("=", 1) for item in text.split(",") if item]
-    if any(len(p) != 2 or p[0] not in ("pcl", "wetectron") for p in pairs):
-        raise argparse.ArgumentTypeError(f"expected pcl=PATH,wetectron=PATH, got {text!r}")
+    if any(len(p) != 2 or p[0] not in REPOSITORIES for p in pairs):
+        expected = ",".join(f"{key}=PATH" for key in REPOSITORIES)
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return dict(pairs)
 
 

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from wsod_d2.benchmarks.authors_code import iou_plus_one
+from wsod_d2.benchmarks.authors_code import _bbox_overlaps
 from wsod_d2.benchmarks.pseudo_labels import benchmark_labellers_vs_authors
 from wsod_d2.testing import REPO_ROOT
 
@@ -32,9 +32,9 @@ def OICR(boxes, cls_prob, im_labels, cls_prob_new):
 """
 
 
-def test_iou_plus_one_counts_pixels_inclusively():
+def test_the_bbox_overlaps_stand_in_counts_pixels_inclusively():
     boxes = np.array([[0, 0, 9, 9], [5, 0, 14, 9], [20, 20, 29, 29]], dtype=np.float32)
-    np.testing.assert_allclose(iou_plus_one(boxes, boxes[:1])[:, 0], [1.0, 50 / 150, 0.0])
+    np.testing.assert_allclose(_bbox_overlaps(boxes, boxes[:1])[:, 0], [1.0, 50 / 150, 0.0])
 
 
 def test_a_checkout_is_loaded_with_stand_ins_and_timed_next_to_ours(tmp_path):

@@ -23,7 +23,9 @@ from typing import Callable, Dict, Iterator, Sequence
 import numpy as np
 import torch
 
-__all__ = ["AUTHORS_CODE", "REPOSITORIES", "authors_labeller", "iou_plus_one"]
+from wsod_d2.evaluation.wsol.boxes import box_iou_inclusive
+
+__all__ = ["AUTHORS_CODE", "REPOSITORIES", "authors_labeller"]
 
 # Which checkout (--authors-code key) provides each labeller, and the repositories' names.
 AUTHORS_CODE = {"OICR": "pcl", "PCL": "pcl", "MIST": "wetectron"}
@@ -82,21 +84,9 @@ def _unavailable(what: str):
     return call
 
 
-def iou_plus_one(boxes: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """(N, 4) x (K, 4) -> (N, K) IoU with sizes x2 - x1 + 1, as pcl.pytorch's compiled
-    ``bbox_overlaps`` (0 where the boxes do not overlap)."""
-    boxes, query = boxes.astype(np.float64), query.astype(np.float64)
-    iw = np.minimum(boxes[:, None, 2], query[None, :, 2]) - np.maximum(
-        boxes[:, None, 0], query[None, :, 0]
-    )
-    ih = np.minimum(boxes[:, None, 3], query[None, :, 3]) - np.maximum(
-        boxes[:, None, 1], query[None, :, 1]
-    )
-    inter = np.clip(iw + 1, 0, None) * np.clip(ih + 1, 0, None)
-    area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
-    query_area = (query[:, 2] - query[:, 0] + 1) * (query[:, 3] - query[:, 1] + 1)
-    union = area[:, None] + query_area[None, :] - inter
-    return np.where(inter > 0, inter / np.where(union > 0, union, 1), 0.0)
+def _bbox_overlaps(boxes: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """pcl.pytorch's compiled ``bbox_overlaps``: IoU with "+1" sizes, in float64 as its Cython."""
+    return box_iou_inclusive(boxes.astype(np.float64), query.astype(np.float64))
 
 
 def _pcl_pytorch(path: str, cfg) -> types.ModuleType:
@@ -114,7 +104,7 @@ def _pcl_pytorch(path: str, cfg) -> types.ModuleType:
     )
     stand_ins = {
         "utils": _module("utils"),
-        "utils.boxes": _module("utils.boxes", bbox_overlaps=iou_plus_one),
+        "utils.boxes": _module("utils.boxes", bbox_overlaps=_bbox_overlaps),
         "utils.blob": _module("utils.blob"),
         "utils.net": _module("utils.net"),
         "core": _module("core"),

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from detectron2.modeling.poolers import ROIPooler
 
-__all__ = ["BF16_ATOL", "BF16_RTOL", "autocast", "compare_bf16_losses"]
+__all__ = ["BF16_ATOL", "BF16_RTOL", "autocast", "compare_bf16_losses", "without_dropblock"]
 
 # A bf16 loss passes when |bf16 - fp32| <= BF16_RTOL * |fp32| + BF16_ATOL: bf16 keeps 8 bits of
 # mantissa (relative rounding 2^-8 = 4e-3 per operation), so 2e-2 allows the rounding of a few
@@ -40,22 +40,30 @@ def autocast(model: nn.Module):
 
 
 @contextlib.contextmanager
+def without_dropblock(model: nn.Module):
+    """The model's box head without Concrete DropBlock inside the block."""
+    heads = model.roi_heads
+    dropblock, heads.dropblock = heads.dropblock, None
+    try:
+        yield
+    finally:
+        heads.dropblock = dropblock
+
+
+@contextlib.contextmanager
 def _deterministic(model: nn.Module):
     """Dropout at p = 0 and Concrete DropBlock off: their random draws depend on the dtype of what
     they drop, which would make fp32 and bf16 differ by more than rounding."""
     dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     rates = [m.p for m in dropouts]
-    heads = model.roi_heads
-    dropblock = heads.dropblock
     for m in dropouts:
         m.p = 0.0
-    heads.dropblock = None
     try:
-        yield
+        with without_dropblock(model):
+            yield
     finally:
         for m, p in zip(dropouts, rates):
             m.p = p
-        heads.dropblock = dropblock
 
 
 @contextlib.contextmanager

@@ -51,6 +51,7 @@ from wsod_d2.benchmarks.processes import (
     wait_for_all,
 )
 from wsod_d2.data.proposals.io import save_proposal_file
+from wsod_d2.data.proposals.references import image_proposals
 from wsod_d2.data.proposals.store import ProposalStore
 from wsod_d2.data.proposals.store_writer import write_proposal_store
 from wsod_d2.utils.heap import release_free_heap
@@ -166,8 +167,6 @@ class _Reader:
         return len(self.dataset)
 
     def __getitem__(self, i):
-        from wsod_d2.data.proposals.references import image_proposals
-
         boxes, _ = image_proposals(self.dataset[i])
         return os.getpid(), len(boxes)
 

@@ -16,7 +16,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from PIL import Image
 
-from wsod_d2.benchmarks.mixed_precision import autocast, compare_bf16_losses
+from wsod_d2.benchmarks.mixed_precision import autocast, compare_bf16_losses, without_dropblock
 from wsod_d2.benchmarks.pseudo_labels import random_proposals
 from wsod_d2.benchmarks.replay import OutputReplay
 from wsod_d2.benchmarks.timing import median_seconds
@@ -129,14 +129,10 @@ def _cdb_seconds(model, batch, seed, repeats, warmup) -> Dict[str, float]:
         torch.autograd.grad(-sum(model(batch).values()), params)
 
     with_cdb = median_seconds(cdb_step, repeats, model.device, warmup)
-    heads = model.roi_heads
-    dropblock, heads.dropblock = heads.dropblock, None
-    try:
+    with without_dropblock(model):
         plain = median_seconds(
             lambda: _losses(model, batch, seed, False), repeats, model.device, warmup
         )
-    finally:
-        heads.dropblock = dropblock
     return {"cdb_step_s": with_cdb, "plain_step_s": plain, "cdb_share": 1.0 - plain / with_cdb}
 
 

@@ -7,14 +7,12 @@ __all__ = ["TrainingProgressHook"]
 
 
 class TrainingProgressHook(HookBase):
-    """Writes the trainer's iteration into ``progress`` before training (the start iteration,
-    a resumed one included) and before each step, ahead of the step's batch."""
+    """Writes the trainer's iteration into ``progress`` before each step, ahead of the step's
+    batch; the first step's is the start iteration, a resumed one included, written before the
+    loader's workers start (at the first batch, wsod_d2.data.progress.DeferredLoader)."""
 
     def __init__(self, progress: TrainingProgress):
         self.progress = progress
-
-    def before_train(self):
-        self.progress.set_iteration(self.trainer.iter)
 
     def before_step(self):
         self.progress.set_iteration(self.trainer.iter)

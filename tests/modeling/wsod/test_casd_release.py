@@ -88,6 +88,21 @@ def test_ia_ranks_the_sampled_rois_over_all_views(record, monkeypatch):
         return out
 
     model.roi_heads._ia_measure = measure
+    selected, erased = [], []
+    spied = casd_heads.select_ia_rois
+
+    def select(*args, **kwargs):
+        selected.append(spied(*args, **kwargs))
+        return selected[-1]
+
+    monkeypatch.setattr(casd_heads, "select_ia_rois", select)
+    real_erase = model.roi_heads._erase
+
+    def erase(view, measured, chosen):
+        erased.append(chosen)
+        return real_erase(view, measured, chosen)
+
+    model.roi_heads._erase = erase
     losses_with_storage(model, batch)
     # per stage: the V views measured, then one ranking per image over all V views' candidates
     v = len(batch[0]["views"])
@@ -96,6 +111,14 @@ def test_ia_ranks_the_sampled_rois_over_all_views(record, monkeypatch):
         per_view = sizes[v * stage : v * stage + v]
         for image in range(2):
             assert calls[2 * stage + image] == sum(c[image] for c in per_view)
+        # each view is masked with its own part of each image's joint selection
+        parts = [
+            selected[2 * stage + image].split([c[image] for c in per_view]) for image in range(2)
+        ]
+        for view in range(v):
+            expected = torch.cat([parts[image][view] for image in range(2)])
+            assert torch.equal(erased[v * stage + view], expected)
+    del model.roi_heads._erase
     # view by view: one ranking per view and image
     calls.clear()
     model.roi_heads.ia_rank_over_views = False

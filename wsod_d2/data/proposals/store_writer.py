@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import numpy as np
 from detectron2.structures import BoxMode
 
+from wsod_d2.data.proposals.conventions import image_extents
 from wsod_d2.data.proposals.io import as_boxes, as_logits, check_box_mode, plain_id
 from wsod_d2.data.proposals.store import FORMAT, MALFORMED, NON_FINITE, VERSION, has_meta
 
@@ -123,10 +124,8 @@ class ProposalStoreWriter:
             flag |= NON_FINITE
         if ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
             flag |= MALFORMED
-        if len(boxes):
-            self.extents.extend([*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0)])
-        else:
-            self.extents.extend([np.nan] * 4)
+        # the convention statistics read these as the pickle path computes them from the boxes
+        self.extents.extend(image_extents([boxes])[0] if len(boxes) else [np.nan] * 4)
         self.flags.append(flag)
         self.boxes.append(boxes)
         self.logits.append(logits)

@@ -18,6 +18,7 @@ changes is how the RoIs learn from them:
 IoUs are detectron2's (continuous coordinates, no +1), computed in the frame where the pseudo
 labels are built; the release computes them with +1 widths on its first view's boxes.
 """
+from dataclasses import replace
 from typing import Optional, Sequence
 
 import torch
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from detectron2.modeling.box_regression import Box2BoxTransform
 
 from wsod_d2.modeling.wsod.pseudo_labels import PseudoLabels, box_iou
+from wsod_d2.modeling.wsod.refinement_losses import regression_targets
 
 __all__ = [
     "sampler_labels",
@@ -91,13 +93,10 @@ def sampler_box_targets(
 ) -> torch.Tensor:
     """(R, 4) deltas from each foreground RoI (labels > 0) to the target box of its pseudo-GT
     (target_boxes: (G, 4), the pseudo-GT boxes or :func:`neighbour_mean_boxes`); zeros
-    elsewhere."""
-    targets = torch.zeros_like(proposal_boxes)
-    if target_boxes.shape[0] == 0:
-        return targets
-    matched = target_boxes[pseudo.matched_gt.clamp(min=0)]
-    deltas = box2box_transform.get_deltas(proposal_boxes, matched)
-    return torch.where((labels > 0)[:, None], deltas, targets)
+    elsewhere: :func:`regression_targets` with the sampler's foreground as the clusters."""
+    clusters = torch.where(labels > 0, pseudo.matched_gt, torch.full_like(labels, -1))
+    sampled = replace(pseudo, gt_boxes=target_boxes, clusters=clusters)
+    return regression_targets(proposal_boxes, sampled, box2box_transform)
 
 
 def sampled_stage_losses(
